@@ -1,0 +1,51 @@
+# tnbench: `make demo` and `make test` do all the set-up on a fresh machine.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DATA    := data
+FMNIST  := $(DATA)/FashionMNIST/raw/train-images-idx3-ubyte
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test bench data install results clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch/torchvision first: pip takes these exact builds from this machine's disk
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Fashion-MNIST offline: Debian's dataset-fashion-mnist, un-gzipped where torchvision looks.
+data: $(FMNIST)
+
+$(FMNIST):
+	test -d /usr/share/datasets/fashion-mnist || \
+	  (command -v apt-get >/dev/null && (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	   sudo -n apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) || \
+	  echo "note: dataset-fashion-mnist not installable here; tnbench will download Fashion-MNIST when online"
+	mkdir -p $(DATA)/FashionMNIST/raw
+	for f in /usr/share/datasets/fashion-mnist/*.gz; do \
+	  [ -f "$$f" ] && gunzip -c "$$f" > $(DATA)/FashionMNIST/raw/$$(basename "$$f" .gz); done; true
+
+# The default job: LeNet-5 on Fashion-MNIST, SVD rank 8, CPU, W&B offline; then the table.
+demo: install data
+	$(BIN)/python -m tnbench
+	$(BIN)/python -m tnbench.results results/runs
+
+test: install data
+	$(BIN)/python -m pytest -q tests
+
+bench: install data
+	$(BIN)/python -m pytest -q -m bench tests/bench -p no:cacheprovider -o addopts=""
+
+results: install
+	$(BIN)/python -m tnbench.results results/runs --csv results/tables/runs.csv --markdown results/tables/runs.md
+
+clean:
+	rm -rf results/runs results/cache outputs multirun

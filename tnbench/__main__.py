@@ -1,0 +1,46 @@
+"""`python -m tnbench [overrides]`: compose the config, check it, run the pipeline.
+
+Input is checked before Hydra starts a job (`preflight`), so bad input costs one line on
+stderr and exit code 2, not a traceback; every value of a multirun sweep is checked too.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+_failures: list[str] = []
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from tnbench.jobs import run_job
+
+    rec = run_job(cfg)
+    if rec["status"] != "ok":
+        _failures.append(rec.get("error") or rec["status"])
+    return rec.get("acc_retrained")  # the value a Hydra sweeper would optimize
+
+
+def cli() -> None:
+    from tnbench.jobs import preflight
+    from tnbench.config import register_configs
+
+    register_configs()
+    problem = preflight(sys.argv[1:], CONFIG_DIR)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    main()
+    if _failures:
+        sys.exit(EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    cli()

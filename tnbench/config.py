@@ -1,0 +1,164 @@
+"""Structured configs: the schema every YAML in conf/ is validated against.
+
+Hydra merges each group's YAML onto the dataclass registered here, so a wrong type or an
+unknown key fails at start-up. Value ranges (rank >= 1, epochs >= 0, ...) are checked by
+`validate`, which runs before any work so nothing is half-done when input is bad.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """Bad user input; its message is one line naming the field and what is allowed."""
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    data_dir: str = "${paths.data_dir}"
+    download: bool = True
+    train_subset: Optional[int] = None
+    test_subset: Optional[int] = None
+    augment: Optional[bool] = None  # None: the dataset's default (crop+flip for CIFAR)
+    batch_size: int = 128
+    eval_batch_size: int = 1024
+    # synthetic only
+    channels: int = 1
+    image_size: int = 28
+    num_classes: int = 10
+    train_size: int = 2048
+    test_size: int = 512
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "cosine"  # cosine | constant | step
+    step_size: int = 30
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    channels_last: bool = True
+    deterministic: bool = False
+    limit_train_batches: Optional[float] = None
+    limit_val_batches: Optional[float] = None
+    progress: bool = True
+    gradient_clip_val: Optional[float] = None
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"  # wandb | csv | none
+    project: str = "tnbench"
+    entity: Optional[str] = None
+    mode: str = "offline"  # offline | online | disabled; WANDB_MODE in the environment wins
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MethodConfig:
+    """Fields shared by every compression method; methods extend it."""
+
+    name: str = MISSING
+    paper: Optional[str] = None
+    # which layers to compress: all | all_but_first_last | a list of module names
+    layers: Any = "all_but_first_last"
+
+
+@dataclass
+class PipelineConfig:
+    pretrain_epochs: int = 3
+    retrain_epochs: int = 2
+    recovery_tolerance: float = 0.5  # percentage points below the pretrained accuracy
+    pretrain_cache: bool = True
+    init_checkpoint: Optional[str] = None  # a pretrained checkpoint to start from instead
+    pretrain_optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    retrain_optimizer: OptimizerConfig = field(
+        default_factory=lambda: OptimizerConfig(lr=0.01, schedule="cosine")
+    )
+
+
+@dataclass
+class PathsConfig:
+    results_dir: str = "results"
+    data_dir: str = "data"
+    cache_dir: str = "${paths.results_dir}/cache"
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    method: MethodConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 0
+    experiment_name: Optional[str] = None
+
+
+def register_configs() -> None:
+    """Put every schema into Hydra's ConfigStore; each YAML names its schema in `defaults`.
+
+    A method's schema is its class's `config_class`, so a new method registers itself."""
+    from tnbench.methods import METHODS
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="dataset", name="schema", node=DatasetConfig)
+    cs.store(group="model", name="schema", node=ModelConfig)
+    cs.store(group="trainer", name="schema", node=TrainerConfig)
+    cs.store(group="logger", name="schema", node=LoggerConfig)
+    for name in METHODS.names():
+        cs.store(group="method", name=f"{name}_schema", node=METHODS.get(name).config_class)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: Any) -> None:
+    """Range checks the type system cannot express; raise ConfigError on the first problem."""
+    p = cfg.pipeline
+    _check(p.pretrain_epochs >= 0, f"pipeline.pretrain_epochs must be >= 0, got {p.pretrain_epochs}")
+    _check(p.retrain_epochs >= 0, f"pipeline.retrain_epochs must be >= 0, got {p.retrain_epochs}")
+    _check(p.recovery_tolerance >= 0, f"pipeline.recovery_tolerance must be >= 0, got {p.recovery_tolerance}")
+    for key in ("pretrain_optimizer", "retrain_optimizer"):
+        o = p[key]
+        _check(o.name in ("sgd", "adam", "adamw"), f"pipeline.{key}.name must be one of sgd, adam, adamw; got {o.name!r}")
+        _check(o.lr > 0, f"pipeline.{key}.lr must be > 0, got {o.lr}")
+        _check(o.schedule in ("cosine", "constant", "step"), f"pipeline.{key}.schedule must be one of cosine, constant, step; got {o.schedule!r}")
+    d = cfg.dataset
+    _check(d.batch_size >= 1, f"dataset.batch_size must be >= 1, got {d.batch_size}")
+    for key in ("train_subset", "test_subset"):
+        v = d[key]
+        _check(v is None or v >= 0, f"dataset.{key} must be >= 0 or null, got {v}")
+    _check(cfg.logger.name in ("wandb", "csv", "none"), f"logger.name must be one of wandb, csv, none; got {cfg.logger.name!r}")
+    _check(cfg.logger.mode in ("offline", "online", "disabled"), f"logger.mode must be one of offline, online, disabled; got {cfg.logger.mode!r}")
+    _check(cfg.trainer.precision in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
+           f"trainer.precision must be one of 32-true, bf16-mixed, 16-mixed, bf16-true, 64-true; got {cfg.trainer.precision!r}")

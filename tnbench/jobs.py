@@ -1,0 +1,129 @@
+"""The job wrapper around the pipeline: input checks before Hydra, one-line errors, records
+that survive failures, and multiruns that go on past a failed job."""
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+# Flags Hydra reads itself; those in VALUE_FLAGS take the next argument.
+SKIP_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
+VALUE_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--package", "-p",
+               "--experimental-rerun"}
+MAX_CHECKED_COMBINATIONS = 64
+
+
+def _overrides(argv: list[str]) -> list[str] | None:
+    """The key=value overrides, or None when Hydra itself should answer (help, --cfg)."""
+    out, skip_next = [], False
+    for a in argv:
+        if skip_next:
+            skip_next = False
+            continue
+        if a.split("=")[0] in SKIP_FLAGS:
+            return None
+        if a in VALUE_FLAGS:
+            skip_next = True
+            continue
+        if a.startswith("-"):
+            continue
+        key = a.lstrip("+~")
+        if key.startswith("hydra.") or key.startswith("hydra/") or key.startswith("hydra="):
+            continue
+        out.append(a)
+    return out
+
+
+def _expand(overrides: list[str]) -> list[list[str]]:
+    """Every combination of a sweep's values (first values only past a size cap)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = []
+    for o in parsed:
+        if o.is_sweep_override():
+            key = o.get_key_element()
+            choices.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            choices.append([o.input_line])
+    combos = list(itertools.islice(itertools.product(*choices), MAX_CHECKED_COMBINATIONS))
+    return [list(c) for c in combos]
+
+
+def _one_line(e: BaseException) -> str:
+    from hydra.errors import MissingConfigException
+
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
+        group, _, name = e.missing_cfg_file.partition("/")
+        return f"{group}={name!r} is not known; allowed: {', '.join(e.options or [])}"
+    parts = []
+    while e is not None:
+        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip() and "full_key" not in line
+                        and "object_type" not in line and "reference_type" not in line)
+        if text and text not in parts:
+            parts.append(text)
+        e = e.__cause__
+    return ": ".join(parts) or "invalid configuration"
+
+
+def preflight(argv: list[str], config_dir: str) -> str | None:
+    """Compose and check the config for every job the command would run; the first problem
+    as one line, or None."""
+    overrides = _overrides(argv)
+    if overrides is None:
+        return None
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tnbench.pipeline import USER_ERRORS, check
+
+    try:
+        combos = _expand(overrides)
+    except Exception as e:
+        return f"cannot parse overrides: {_one_line(e)}"
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        for combo in combos:
+            try:
+                cfg = compose(config_name="config", overrides=combo)
+                check(cfg)
+            except USER_ERRORS as e:
+                return str(e).splitlines()[0]
+            except Exception as e:
+                return _one_line(e)
+    GlobalHydra.instance().clear()
+    return None
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """Run one pipeline job under Hydra. Failures are recorded and reported in one line; in a
+    single run they end the process with a non-zero code, in a multirun the sweep goes on."""
+    from tnbench.pipeline import USER_ERRORS, run_pipeline
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    try:
+        return run_pipeline(cfg, run_dir)
+    except Exception as e:
+        from tnbench.records import RECORD
+
+        kind = "bad input" if isinstance(e, USER_ERRORS) else "failed"
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error ({kind}): {msg}  [record: {run_dir / RECORD}]", file=sys.stderr)
+        if not isinstance(e, USER_ERRORS):
+            log.exception("job failed")
+        if hc.mode == RunMode.RUN:
+            sys.exit(2 if isinstance(e, USER_ERRORS) else 1)
+        import json
+
+        try:
+            return json.loads((run_dir / RECORD).read_text())
+        except (OSError, ValueError):
+            return {"status": "failed", "error": msg}

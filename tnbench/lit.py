@@ -1,0 +1,101 @@
+"""The LightningModule every stage trains: a classifier with a stage prefix on its metrics."""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+
+class Diverged(RuntimeError):
+    """Non-finite loss or weights: the run ends with status `diverged` and where it happened."""
+
+    def __init__(self, stage: str, step: int, message: str) -> None:
+        super().__init__(f"diverged in {stage} at step {step}: {message}")
+        self.stage, self.step = stage, step
+
+
+def build_optimizer(params: Any, cfg: Any) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer name must be one of sgd, adam, adamw; got {cfg.name!r}")
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: Any, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+class Classifier(L.LightningModule):
+    """Cross-entropy training of `model`; metrics are logged as `<stage>/<name>`.
+
+    The optimizer settings and epoch count are per stage (pretrain and retrain differ), so
+    the pipeline sets them with `for_stage` before each fit.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, channels_last: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.channels_last = channels_last
+        self.stage_name = "pretrain"
+        self.optim_cfg: Any = None
+        self.epochs = 1
+        self.history: list[float] = []  # test accuracy after each training epoch of a fit
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def for_stage(self, stage: str, optim_cfg: Any = None, epochs: int = 1) -> "Classifier":
+        self.stage_name, self.optim_cfg, self.epochs = stage, optim_cfg, epochs
+        if self.channels_last:  # layers swapped in by a method arrive contiguous
+            self.model.to(memory_format=torch.channels_last)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_acc.update(logits.detach(), y)
+        self.log(f"{self.stage_name}/train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log(f"{self.stage_name}/train_acc", self.train_acc.compute() * 100.0)
+        self.train_acc.reset()
+        loss = self.trainer.callback_metrics.get(f"{self.stage_name}/train_loss_epoch")
+        if loss is not None and not torch.isfinite(loss):
+            raise Diverged(self.stage_name, self.global_step, f"training loss became {float(loss)}")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self.val_acc.update(logits, y)
+        self.log(f"{self.stage_name}/val_loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        # torchmetrics syncs its state over DDP ranks in compute()
+        acc = self.val_acc.compute() * 100.0
+        self.log(f"{self.stage_name}/val_acc", acc, prog_bar=True)
+        self.val_acc.reset()
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.history.append(float(acc))
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.parameters(), self.optim_cfg)
+        schedule = build_schedule(optimizer, self.optim_cfg, self.epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}

@@ -1,0 +1,86 @@
+"""What every compression method shares: layer selection, replacement and per-layer reports."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+from torch import nn
+
+from tnbench.config import ConfigError, MethodConfig
+
+COMPRESSIBLE = (nn.Linear, nn.Conv2d)
+
+
+@dataclass
+class LayerReport:
+    """One compressed (or deliberately skipped) layer. Parameter counts are weights only:
+    biases are never factorized, and the DLRT/TDLRT papers count weights without them."""
+
+    name: str
+    kind: str
+    shape: list[int]
+    ranks: list[int]
+    weight_params_dense: int
+    weight_params_compressed: int
+    norm_loss: float = 0.0
+    relative_error: float = 0.0
+    compressed: bool = True
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compressible_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, COMPRESSIBLE)]
+
+
+def select_layers(model: nn.Module, spec: Any) -> list[tuple[str, nn.Module]]:
+    """`all`, `all_but_first_last` (the papers' default: input and classifier stay dense),
+    or an explicit list of module names."""
+    layers = compressible_layers(model)
+    if spec == "all":
+        return layers
+    if spec == "all_but_first_last":
+        return layers[1:-1]
+    if isinstance(spec, str):
+        spec = [spec]
+    if isinstance(spec, Iterable):
+        names = dict(layers)
+        wanted = list(spec)
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            raise ConfigError(
+                f"method.layers names unknown layer(s) {', '.join(unknown)}; "
+                f"allowed: all, all_but_first_last, or names among {', '.join(names)}"
+            )
+        return [(n, names[n]) for n in wanted]
+    raise ConfigError(f"method.layers must be all, all_but_first_last or a list of names; got {spec!r}")
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+class Method:
+    """A compression method. `compress` changes a pretrained model in place and reports each
+    layer; `callbacks` lets a method take part in retraining without the pipeline knowing.
+    `config_class` is the structured config its YAML is validated against."""
+
+    config_class: type = MethodConfig
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError for out-of-range settings, before any work starts."""
+
+    def compress(self, model: nn.Module) -> list[LayerReport]:
+        raise NotImplementedError
+
+    def callbacks(self) -> list[Any]:
+        return []

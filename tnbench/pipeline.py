@@ -1,0 +1,250 @@
+"""pretrain -> compress -> retrain -> record: the experiment every tnbench run performs."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from tnbench.cache import CheckpointError, PretrainCache, load_checkpoint, load_into, pretrain_key, save_checkpoint
+from tnbench.config import ConfigError, validate
+from tnbench.data import DataMissing, InMemoryDataModule, TensorData, load_data
+from tnbench.lit import Classifier
+from tnbench.methods import build_method
+from tnbench.metrics import compression_summary, count_flops, count_params, recovery_epochs
+from tnbench.models import build_model
+from tnbench.records import write_record
+from tnbench.registry import UnknownEntry
+from tnbench.reporting import console, print_summary, stage_banner
+from tnbench.training import Diverged, make_logger, make_trainer
+
+log = logging.getLogger(__name__)
+
+# Bad input and unusable files: reported as one line, never with a traceback.
+USER_ERRORS = (ConfigError, UnknownEntry, DataMissing, CheckpointError, ValueError)
+
+SYNTHETIC_KEYS = ("channels", "image_size", "num_classes", "train_size", "test_size")
+
+
+def is_rank_zero() -> bool:
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def check(cfg: DictConfig) -> None:
+    """Everything that can be known wrong before any work: ranges, names, method settings."""
+    validate(cfg)
+    build_method(cfg.method)
+    from tnbench.data import DATASETS
+    from tnbench.models import MODELS
+
+    DATASETS.get(cfg.dataset.name)
+    MODELS.get(cfg.model.name)
+
+
+def load_dataset(cfg: DictConfig) -> TensorData:
+    d = cfg.dataset
+    options = {k: d[k] for k in SYNTHETIC_KEYS} if d.name == "synthetic" else {}
+    return load_data(d.name, data_dir=d.data_dir, download=d.download, train_subset=d.train_subset or None,
+                     test_subset=d.test_subset or None, seed=cfg.seed, augment=d.augment, **options)
+
+
+def pretrain_spec(cfg: DictConfig) -> dict[str, Any]:
+    """What determines the dense model: the cache key. Paths, loggers and the method do not."""
+    d = OmegaConf.to_container(cfg.dataset, resolve=True)
+    for k in ("data_dir", "download", "eval_batch_size"):
+        d.pop(k, None)
+    return {
+        "dataset": d,
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "epochs": cfg.pipeline.pretrain_epochs,
+        "optimizer": OmegaConf.to_container(cfg.pipeline.pretrain_optimizer, resolve=True),
+        "precision": cfg.trainer.precision,
+        "seed": cfg.seed,
+    }
+
+
+@dataclass
+class Run:
+    """The state one pipeline run builds up; `record` is what gets written."""
+
+    cfg: DictConfig
+    run_dir: Path
+    record: dict[str, Any] = field(default_factory=dict)
+    logger: Any = None
+
+    def stage(self, name: str) -> None:
+        self.record["stage"] = name
+        if is_rank_zero():
+            stage_banner(name)
+
+
+def base_record(cfg: DictConfig) -> dict[str, Any]:
+    return {
+        "status": "running",
+        "error": None,
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "method": cfg.method.name,
+        "paper": cfg.method.get("paper"),
+        "seed": cfg.seed,
+        "experiment": cfg.get("experiment_name"),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def evaluate(run: Run, module: Classifier, dm: InMemoryDataModule, stage: str) -> float:
+    trainer = make_trainer(run.cfg, epochs=1, logger=run.logger, run_dir=run.run_dir)
+    module.for_stage(stage)
+    out = trainer.validate(module, datamodule=dm, verbose=False)
+    return float(out[0][f"{stage}/val_acc"])
+
+
+def fit(run: Run, module: Classifier, dm: InMemoryDataModule, stage: str, epochs: int, optim_cfg: Any,
+        callbacks: list[Any] | None = None) -> list[float]:
+    """Train for `epochs`, testing after each; returns the per-epoch test accuracies."""
+    module.for_stage(stage, optim_cfg, epochs)
+    module.history = []
+    trainer = make_trainer(run.cfg, epochs=epochs, logger=run.logger, run_dir=run.run_dir,
+                           callbacks=callbacks)
+    trainer.fit(module, datamodule=dm)
+    return list(module.history)
+
+
+def pretrain(run: Run, module: Classifier, dm: InMemoryDataModule) -> None:
+    cfg, rec = run.cfg, run.record
+    run.stage("pretrain")
+    t0 = time.perf_counter()
+    rec["pretrain_cache_hit"] = False
+    if cfg.pipeline.init_checkpoint:
+        path = Path(cfg.pipeline.init_checkpoint)
+        load_into(module.model, load_checkpoint(path), path)
+        rec["pretrain_source"] = str(path)
+    elif cfg.pipeline.pretrain_epochs > 0:
+        cache = PretrainCache(Path(cfg.paths.cache_dir))
+        key = pretrain_key(pretrain_spec(cfg))
+        path = cache.path(key, f"{cfg.model.name}_{cfg.dataset.name}")
+        entry = cache.lookup(path) if cfg.pipeline.pretrain_cache else None
+        if entry is not None:
+            load_into(module.model, entry, path)
+            rec["pretrain_cache_hit"] = True
+            console.print(f"pretrained model from cache: {path}")
+        else:
+            history = fit(run, module, dm, "pretrain", cfg.pipeline.pretrain_epochs,
+                          cfg.pipeline.pretrain_optimizer)
+            rec["pretrain_history"] = history
+            if cfg.pipeline.pretrain_cache and is_rank_zero():
+                save_checkpoint(path, module.model.state_dict(), {"spec": pretrain_spec(cfg), "key": key})
+        rec["pretrain_checkpoint"] = str(path)
+    rec["time_pretrain_s"] = time.perf_counter() - t0
+    rec["acc_pretrain"] = evaluate(run, module, dm, "pretrain")
+
+
+def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, input_shape: tuple[int, ...]) -> None:
+    rec = run.record
+    run.stage("compress")
+    model = module.model
+    rec["params_dense"] = count_params(model)
+    rec["flops_dense"] = count_flops(model, input_shape)
+    t0 = time.perf_counter()
+    layers = [r.as_dict() for r in method.compress(model)]
+    rec["time_compress_s"] = time.perf_counter() - t0
+    for p in model.parameters():
+        if not torch.isfinite(p).all():
+            raise Diverged("compress", 0, "compression produced non-finite weights")
+    rec["layers"] = layers
+    rec.update(compression_summary(rec["params_dense"], count_params(model), layers))
+    rec["flops_compressed"] = count_flops(model, input_shape)
+    rec["acc_compressed"] = evaluate(run, module, dm, "compress")
+
+
+def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any) -> None:
+    cfg, rec = run.cfg, run.record
+    run.stage("retrain")
+    L.seed_everything(cfg.seed + 1, workers=True, verbose=False)  # same retraining on a cache hit or not
+    dm.reseed(cfg.seed + 1)
+    t0 = time.perf_counter()
+    accs: list[float] = []
+    if cfg.pipeline.retrain_epochs > 0:
+        accs = fit(run, module, dm, "retrain", cfg.pipeline.retrain_epochs, cfg.pipeline.retrain_optimizer,
+                   callbacks=method.callbacks())
+    rec["time_retrain_s"] = time.perf_counter() - t0
+    rec["retrain_history"] = accs
+    rec["acc_retrained"] = accs[-1] if accs else rec["acc_compressed"]
+    rec["acc_retrained_best"] = max(accs) if accs else rec["acc_compressed"]
+    rec["recovery_epochs"] = recovery_epochs(rec["acc_pretrain"], rec["acc_compressed"], accs,
+                                             cfg.pipeline.recovery_tolerance)
+
+
+def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Run one experiment and write its record; exceptions propagate after the record is written."""
+    run_dir = Path(run_dir)
+    run = Run(cfg, run_dir, base_record(cfg))
+    rec = run.record
+    t_start = time.perf_counter()
+    try:
+        check(cfg)
+        method = build_method(cfg.method)
+        run.stage("data")
+        data = load_dataset(cfg)
+        rec["num_train"], rec["num_test"] = len(data.train_y), len(data.test_y)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        model = build_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
+                            num_classes=data.num_classes, **cfg.model.options)
+        module = Classifier(model, data.num_classes, channels_last=cfg.trainer.channels_last)
+        dm = InMemoryDataModule(data, batch_size=cfg.dataset.batch_size, eval_batch_size=cfg.dataset.eval_batch_size,
+                                seed=cfg.seed, channels_last=cfg.trainer.channels_last)
+        run.logger = make_logger(cfg, run_dir, rec)
+        pretrain(run, module, dm)
+        compress(run, module, dm, method, (data.in_channels, data.image_size, data.image_size))
+        retrain(run, module, dm, method)
+        rec["status"] = "ok"
+        rec.pop("stage", None)
+    except Diverged as e:
+        rec.update(status="diverged", error=str(e), diverged_stage=e.stage, diverged_step=e.step)
+        raise
+    except BaseException as e:
+        rec["status"] = "failed"
+        rec["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        if not isinstance(e, USER_ERRORS):
+            rec["traceback"] = traceback.format_exc()
+        raise
+    finally:
+        rec["time_total_s"] = time.perf_counter() - t_start
+        if is_rank_zero():
+            write_record(run_dir, rec)
+            finish_logger(run.logger, rec)
+    if is_rank_zero():
+        print_summary(rec)
+    return rec
+
+
+SUMMARY_KEYS = ("acc_pretrain", "acc_compressed", "acc_retrained", "acc_retrained_best", "recovery_epochs",
+                "compression_ratio", "compression_ratio_layers", "compression_rate", "params_dense",
+                "params_compressed", "flops_dense", "flops_compressed", "time_pretrain_s", "time_compress_s",
+                "time_retrain_s", "pretrain_cache_hit")
+
+
+def finish_logger(logger: Any, rec: dict[str, Any]) -> None:
+    """Put the record's headline numbers in the W&B summary and close the run, whatever happened."""
+    if logger is None:
+        return
+    try:
+        from lightning.pytorch.loggers import WandbLogger
+
+        if isinstance(logger, WandbLogger):
+            exp = logger.experiment
+            exp.summary.update({k: rec[k] for k in SUMMARY_KEYS if rec.get(k) is not None})
+            exp.summary.update({"status": rec["status"], "norm_loss_mean": (rec.get("norm_loss") or {}).get("mean")})
+            exp.finish(exit_code=0 if rec["status"] == "ok" else 1)
+        else:
+            logger.finalize(rec["status"])
+    except Exception as e:  # never let logging hide the run's own outcome
+        log.warning("closing the logger failed: %s", e)

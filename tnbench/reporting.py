@@ -1,0 +1,65 @@
+"""What a person sees: stage banners, the end-of-run table, and the table of many runs."""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+# Columns of the results table, in reading order: what was run, what it cost, what it kept.
+COLUMNS = ["status", "dataset", "model", "method", "setting", "seed", "acc_pretrain", "acc_compressed",
+           "acc_retrained", "acc_retrained_best", "recovery_epochs", "compression_ratio",
+           "compression_rate", "norm_loss_mean", "flops_dense", "flops_compressed", "params_compressed",
+           "pretrain_cache_hit", "time_pretrain_s", "time_compress_s", "time_retrain_s", "error", "run_dir"]
+
+
+def stage_banner(name: str) -> None:
+    console.rule(f"[bold]{name}")
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+    if isinstance(v, int) and abs(v) >= 10**6:
+        return f"{v:.3e}"
+    return str(v)
+
+
+def method_setting(rec: dict[str, Any]) -> str:
+    """The method's own settings (beyond name, layers, paper) as `k=v`, so rows are told apart."""
+    m = (rec.get("config") or {}).get("method") or {}
+    skip = {"name", "layers", "paper"}
+    return " ".join(f"{k}={v}" for k, v in m.items() if k not in skip and v is not None)
+
+
+def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for rec in records:
+        row = {k: rec.get(k) for k in COLUMNS}
+        row["setting"] = method_setting(rec)
+        row["norm_loss_mean"] = (rec.get("norm_loss") or {}).get("mean")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def print_table(df: pd.DataFrame, title: str, columns: list[str] | None = None) -> None:
+    cols = columns or [c for c in df.columns if c not in ("run_dir", "error") and df[c].notna().any()]
+    table = Table(title=title, show_lines=False)
+    for c in cols:
+        table.add_column(c, justify="right" if pd.api.types.is_numeric_dtype(df[c]) else "left")
+    for _, row in df.iterrows():
+        table.add_row(*(_fmt(row[c]) for c in cols))
+    console.print(table)
+
+
+def print_summary(rec: dict[str, Any]) -> None:
+    df = records_frame([rec])
+    cols = ["dataset", "model", "method", "setting", "acc_pretrain", "acc_compressed", "acc_retrained",
+            "recovery_epochs", "compression_ratio", "compression_rate", "flops_dense", "flops_compressed",
+            "pretrain_cache_hit"]
+    print_table(df, f"tnbench run: {rec['status']}", cols)

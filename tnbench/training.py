@@ -1,0 +1,64 @@
+"""Lightning plumbing built from config: one Trainer per stage, one logger per run."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from tnbench.lit import Diverged
+
+__all__ = ["Diverged", "make_logger", "make_trainer"]
+
+
+def make_trainer(cfg: DictConfig, epochs: int, logger: Any, run_dir: Path,
+                 callbacks: list[Any] | None = None) -> L.Trainer:
+    t = cfg.trainer
+    cbs = list(callbacks or [])
+    if t.progress:
+        cbs.append(RichProgressBar(leave=True))
+    kwargs: dict[str, Any] = {}
+    if t.limit_train_batches is not None:
+        kwargs["limit_train_batches"] = t.limit_train_batches
+    if t.limit_val_batches is not None:
+        kwargs["limit_val_batches"] = t.limit_val_batches
+    return L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
+        precision=t.precision, max_epochs=epochs, logger=logger if logger is not None else False,
+        callbacks=cbs, enable_progress_bar=t.progress, enable_checkpointing=False, enable_model_summary=False,
+        num_sanity_val_steps=0, default_root_dir=str(run_dir), deterministic=t.deterministic,
+        gradient_clip_val=t.gradient_clip_val, log_every_n_steps=50, **kwargs,
+    )
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"{cfg.method.name}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}"
+
+
+def make_logger(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Any:
+    """W&B (offline unless asked otherwise), CSV, or none. Group and tags let a dashboard
+    compare methods and papers: group = experiment (or model-dataset), tags = method, model,
+    dataset, paper."""
+    lg = cfg.logger
+    if lg.name == "none":
+        return None
+    if lg.name == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    from lightning.pytorch.loggers import WandbLogger
+
+    tags = [cfg.method.name, cfg.model.name, cfg.dataset.name, *lg.tags]
+    if cfg.method.get("paper"):
+        tags.append(cfg.method.paper)
+    group = lg.group or cfg.get("experiment_name") or f"{cfg.model.name}-{cfg.dataset.name}"
+    logger = WandbLogger(
+        project=lg.project, entity=lg.entity, name=run_name(cfg), group=group, tags=tags,
+        save_dir=str(run_dir), mode=os.environ.get("WANDB_MODE", lg.mode), job_type="pipeline",
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    record["wandb_dir"] = str(run_dir / "wandb")
+    return logger
