@@ -146,6 +146,13 @@ def test_bare_iter_does_not_consume_an_epoch():
     assert torch.equal(_seen(loader), _seen(_indexed_loader(100, batch_size=10, shuffle=True)))
 
 
+def test_epoch_fn_overrides_the_counter():
+    loader = _indexed_loader(100, batch_size=10, shuffle=True, epoch_fn=lambda: 4)
+    reference = _indexed_loader(100, batch_size=10, shuffle=True)
+    reference.set_epoch(4)
+    assert torch.equal(_seen(loader), _seen(reference)) and loader.epoch == 5
+
+
 def test_unshuffled_loader_keeps_order_and_drop_last():
     assert torch.equal(_seen(_indexed_loader(50, batch_size=16)), torch.arange(50))
     loader = _indexed_loader(50, batch_size=16, drop_last=True)
@@ -261,6 +268,9 @@ def test_datamodule_under_lightning_reshuffles_each_epoch():
     assert len(model.first_batches) == 3
     assert not torch.equal(model.first_batches[0], model.first_batches[1])
     assert not torch.equal(model.first_batches[1], model.first_batches[2])
-    assert dm.train_dataloader() is dm.train_dataloader() and len(dm.train_dataloader()) == 8
+    loader = dm.train_dataloader()
+    assert loader is dm.train_dataloader() and len(loader) == 8
+    for epoch, seen in enumerate(model.first_batches):  # the shuffle follows trainer.current_epoch
+        assert torch.equal(seen, next(loader._iter_rank(epoch, 0, 1))[0])
     val = dm.val_dataloader()
     assert len(val) == 2 and torch.equal(_seen(val), d.test_y)

@@ -85,11 +85,17 @@ DatasetBuilder = Callable[..., TensorData]
 DATASETS: Registry[DatasetBuilder] = Registry("dataset")
 
 
-def _missing(name: str, searched: str, where: str) -> DataMissing:
+def _missing(name: str, searched: str, where: str, download_error: Optional[BaseException] = None) -> DataMissing:
+    """The one-line 'not found' error: which dataset, where we looked, and the ways to fix it."""
+    if download_error is None:
+        fetch = ", or set dataset.download=true when online"
+    else:
+        # torchvision's download errors end with the underlying cause (e.g. a URLError).
+        reason = (str(download_error).strip().splitlines() or [type(download_error).__name__])[-1].strip()
+        fetch = f"; the download failed (offline?): {reason}"
     return DataMissing(
         f"dataset {name!r} not found in {searched}: put its files in {where}, "
-        f"or point dataset.data_dir at a directory that has them, "
-        f"or set dataset.download=true when online"
+        f"or point dataset.data_dir at a directory that has them{fetch}"
     )
 
 
@@ -105,7 +111,7 @@ def _torchvision_split(cls: type, root: str, train: bool, download: bool, name: 
     except (RuntimeError, OSError) as err:
         # torchvision raises RuntimeError when files are absent or a download failed; offline
         # downloads can also surface as URLError (an OSError).  The cause stays chained.
-        raise _missing(name, root, where) from err
+        raise _missing(name, root, where, err if download else None) from err
 
 
 def _from_torchvision(
@@ -160,9 +166,13 @@ def _gunzip_into(src_dir: str, dst_dir: str, names: Sequence[str]) -> None:
         if os.path.isfile(dst):
             continue
         tmp = f"{dst}.tmp{os.getpid()}"
-        with gzip.open(os.path.join(src_dir, n + ".gz"), "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout, length=1 << 20)
-        os.replace(tmp, dst)
+        try:
+            with gzip.open(os.path.join(src_dir, n + ".gz"), "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout, length=1 << 20)
+            os.replace(tmp, dst)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 @DATASETS.register("fashion_mnist")
@@ -352,9 +362,9 @@ class InMemoryLoader:
     a batch of its own it is skipped that epoch.  ``drop_last`` drops each rank's final partial batch.
 
     The epoch counter advances when an iteration starts (first ``next``), not on ``iter()``
-    alone, because Lightning calls ``iter()`` once just to check iterability.  Lightning also
-    calls ``loader.sampler.set_epoch(trainer epoch)`` every epoch (``sampler`` is this object),
-    which keeps the shuffle tied to the trainer's epoch, including after a resume.
+    alone, because Lightning calls ``iter()`` once just to check iterability.  ``epoch_fn``, when
+    given and returning an int, overrides the counter at that moment: InMemoryDataModule passes
+    the trainer's current epoch, which keeps the shuffle tied to it across resumes and reloads.
     """
 
     def __init__(
@@ -369,6 +379,7 @@ class InMemoryLoader:
         std: Optional[Sequence[float]] = None,
         seed: int = 0,
         channels_last: bool = False,
+        epoch_fn: Optional[Callable[[], Optional[int]]] = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -382,17 +393,13 @@ class InMemoryLoader:
         self.seed = seed
         self.channels_last = channels_last
         self.epoch = 0
+        self.epoch_fn = epoch_fn
         # Fold /255 and (v - mean) / std into a single multiply-subtract per batch.
         channels = x.shape[1]
         mean_t = _channel_view(mean if mean is not None else (0.0,) * channels, x)
         std_t = _channel_view(std if std is not None else (1.0,) * channels, x)
         self._scale = 1.0 / (255.0 * std_t)
         self._shift = mean_t / std_t
-
-    @property
-    def sampler(self) -> "InMemoryLoader":
-        """Lightning calls ``dataloader.sampler.set_epoch(epoch)`` on each epoch; route it here."""
-        return self
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration use ``epoch``'s shuffle and augmentation."""
@@ -444,8 +451,9 @@ class InMemoryLoader:
         # A generator body: nothing below runs until the first next(), so a bare iter() (as
         # Lightning does to check iterability) neither consumes an epoch nor looks at the
         # process group before it exists.
-        epoch = self.epoch
-        self.epoch += 1
+        external = self.epoch_fn() if self.epoch_fn is not None else None
+        epoch = self.epoch if external is None else int(external)
+        self.epoch = epoch + 1
         rank, world_size = _dist_rank_world()
         yield from self._iter_rank(epoch, rank, world_size)
 
@@ -485,6 +493,15 @@ class InMemoryDataModule(lightning.LightningDataModule):
                 self.data = self.data.to(device)
                 self._train_loader = None
 
+    def reseed(self, seed: int) -> None:
+        """A new shuffle/augmentation stream, e.g. for retraining after compression."""
+        self.seed = seed
+        self._train_loader = None
+
+    def _trainer_epoch(self) -> Optional[int]:
+        trainer = getattr(self, "trainer", None)
+        return None if trainer is None else int(trainer.current_epoch)
+
     def _eval_loader(self) -> InMemoryLoader:
         d = self.data
         return InMemoryLoader(
@@ -493,12 +510,13 @@ class InMemoryDataModule(lightning.LightningDataModule):
         )
 
     def train_dataloader(self) -> InMemoryLoader:
-        # One instance for the whole fit, so its epoch counter (or Lightning's set_epoch) carries over.
+        # One instance for the whole fit; its shuffle follows trainer.current_epoch (see epoch_fn).
         if self._train_loader is None:
             d = self.data
             self._train_loader = InMemoryLoader(
                 d.train_x, d.train_y, self.batch_size, shuffle=True, drop_last=self.drop_last,
                 augment=d.augment, mean=d.mean, std=d.std, seed=self.seed, channels_last=self.channels_last,
+                epoch_fn=self._trainer_epoch,
             )
         return self._train_loader
 

@@ -222,7 +222,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             write_record(run_dir, rec)
             finish_logger(run.logger, rec)
     if is_rank_zero():
-        print_summary(rec)
+        print_summary(rec, str(run_dir))
     return rec
 
 

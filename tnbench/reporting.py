@@ -12,7 +12,7 @@ console = Console()
 # Columns of the results table, in reading order: what was run, what it cost, what it kept.
 COLUMNS = ["status", "dataset", "model", "method", "setting", "seed", "acc_pretrain", "acc_compressed",
            "acc_retrained", "acc_retrained_best", "recovery_epochs", "compression_ratio",
-           "compression_rate", "norm_loss_mean", "flops_dense", "flops_compressed", "params_compressed",
+           "compression_rate", "norm_loss_mean", "flops_dense", "flops_compressed", "params_dense", "params_compressed",
            "pretrain_cache_hit", "time_pretrain_s", "time_compress_s", "time_retrain_s", "error", "run_dir"]
 
 
@@ -57,9 +57,18 @@ def print_table(df: pd.DataFrame, title: str, columns: list[str] | None = None) 
     console.print(table)
 
 
-def print_summary(rec: dict[str, Any]) -> None:
-    df = records_frame([rec])
-    cols = ["dataset", "model", "method", "setting", "acc_pretrain", "acc_compressed", "acc_retrained",
-            "recovery_epochs", "compression_ratio", "compression_rate", "flops_dense", "flops_compressed",
-            "pretrain_cache_hit"]
-    print_table(df, f"tnbench run: {rec['status']}", cols)
+SUMMARY_ROWS = ["dataset", "model", "method", "setting", "acc_pretrain", "acc_compressed", "acc_retrained",
+                "acc_retrained_best", "recovery_epochs", "compression_ratio", "compression_rate",
+                "norm_loss_mean", "params_dense", "params_compressed", "flops_dense", "flops_compressed",
+                "pretrain_cache_hit", "time_pretrain_s", "time_compress_s", "time_retrain_s", "run_dir"]
+
+
+def print_summary(rec: dict[str, Any], run_dir: str) -> None:
+    """One run as a two-column table: metric, value."""
+    row = records_frame([{**rec, "run_dir": run_dir}]).iloc[0]
+    table = Table(title=f"tnbench run: {rec['status']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in SUMMARY_ROWS:
+        table.add_row(key, _fmt(row[key]))
+    console.print(table)

@@ -1,6 +1,7 @@
 """Lightning plumbing built from config: one Trainer per stage, one logger per run."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 from tnbench.lit import Diverged
 
 __all__ = ["Diverged", "make_logger", "make_trainer"]
+
+# One Trainer per stage would repeat Lightning's start-up notices (accelerator, tips) each time.
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def make_trainer(cfg: DictConfig, epochs: int, logger: Any, run_dir: Path,
