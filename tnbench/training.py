@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 from tnbench.lit import Diverged
 
 __all__ = ["Diverged", "make_logger", "make_trainer"]
+
+# Accuracy comes from torchmetrics, which syncs its own state over DDP ranks; the per-epoch
+# training loss is a per-rank indicator, not worth an all-reduce every step.
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
 # One Trainer per stage would repeat Lightning's start-up notices (accelerator, tips) each time.
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
