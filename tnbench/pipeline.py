@@ -165,7 +165,7 @@ def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, 
     rec["acc_compressed"] = evaluate(run, module, dm, "compress")
 
 
-def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any) -> None:
+def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, input_shape: tuple[int, ...]) -> None:
     cfg, rec = run.cfg, run.record
     run.stage("retrain")
     L.seed_everything(cfg.seed + 1, workers=True, verbose=False)  # same retraining on a cache hit or not
@@ -181,6 +181,15 @@ def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any) -
     rec["acc_retrained_best"] = max(accs) if accs else rec["acc_compressed"]
     rec["recovery_epochs"] = recovery_epochs(rec["acc_pretrain"], rec["acc_compressed"], accs,
                                              cfg.pipeline.recovery_tolerance)
+    final = method.describe(module.model)
+    if final is not None:  # the structure changed while training: report the final model
+        rec["compression_at_compress"] = {k: rec[k] for k in ("params_compressed", "compression_ratio",
+                                                              "compression_rate", "ranks", "flops_compressed")}
+        layers = [r.as_dict() for r in final]
+        rec["layers"] = layers
+        rec.update(compression_summary(rec["params_dense"], count_params(module.model), layers))
+        rec["flops_compressed"] = count_flops(module.model, input_shape)
+    rec.update(method.extra_record())
 
 
 def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -203,8 +212,9 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                                 seed=cfg.seed, channels_last=cfg.trainer.channels_last)
         run.logger = make_logger(cfg, run_dir, rec)
         pretrain(run, module, dm)
-        compress(run, module, dm, method, (data.in_channels, data.image_size, data.image_size))
-        retrain(run, module, dm, method)
+        input_shape = (data.in_channels, data.image_size, data.image_size)
+        compress(run, module, dm, method, input_shape)
+        retrain(run, module, dm, method, input_shape)
         rec["status"] = "ok"
         rec.pop("stage", None)
     except Diverged as e:

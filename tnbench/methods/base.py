@@ -83,4 +83,14 @@ class Method:
         raise NotImplementedError
 
     def callbacks(self) -> list[Any]:
+        """Lightning callbacks active during retraining (e.g. rank adaptation)."""
         return []
+
+    def describe(self, model: nn.Module) -> list[LayerReport] | None:
+        """Layer reports of the model *after* retraining, for methods whose structure changes
+        while training (adaptive ranks); None means the post-compression reports still hold."""
+        return None
+
+    def extra_record(self) -> dict[str, Any]:
+        """Method-specific results merged into the run record (e.g. rank histories)."""
+        return {}
