@@ -74,13 +74,19 @@ def load_checkpoint(path: Path, verify: bool = True) -> dict[str, Any]:
 
 
 def load_into(model: torch.nn.Module, blob: dict[str, Any], path: Path) -> None:
-    result = model.load_state_dict(blob["state_dict"], strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    """Load weights that must match the model exactly: names and shapes."""
+    own = model.state_dict()
+    theirs = blob["state_dict"]
+    missing = [k for k in own if k not in theirs]
+    unexpected = [k for k in theirs if k not in own]
+    wrong = [k for k in own if k in theirs and tuple(own[k].shape) != tuple(theirs[k].shape)]
+    if missing or unexpected or wrong:
+        example = (wrong + missing + unexpected)[0]
         raise CheckpointError(
-            f"checkpoint {path} does not fit this model: {len(result.missing_keys)} missing and "
-            f"{len(result.unexpected_keys)} unexpected keys (e.g. "
-            f"{(result.missing_keys + result.unexpected_keys)[0]})"
+            f"checkpoint {path} does not fit this model: {len(missing)} missing, {len(unexpected)} "
+            f"unexpected and {len(wrong)} mis-shaped tensors (e.g. {example})"
         )
+    model.load_state_dict(theirs)
 
 
 class PretrainCache:

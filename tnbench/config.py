@@ -86,6 +86,9 @@ class MethodConfig:
     paper: Optional[str] = None
     # which layers to compress: all | all_but_first_last | a list of module names
     layers: Any = "all_but_first_last"
+    # the target rank, for methods that have one; shared so that a sweep such as
+    # `-m method=none,svd method.rank=4,8` composes for every method (none ignores it)
+    rank: Optional[int] = None
 
 
 @dataclass

@@ -252,7 +252,8 @@ def finish_logger(logger: Any, rec: dict[str, Any]) -> None:
         if isinstance(logger, WandbLogger):
             exp = logger.experiment
             exp.summary.update({k: rec[k] for k in SUMMARY_KEYS if rec.get(k) is not None})
-            exp.summary.update({"status": rec["status"], "norm_loss_mean": (rec.get("norm_loss") or {}).get("mean")})
+            exp.summary.update({"status": rec["status"], "norm_loss_mean": (rec.get("norm_loss") or {}).get("mean"),
+                                "ranks": rec.get("ranks"), "recovery_epochs": rec.get("recovery_epochs")})
             exp.finish(exit_code=0 if rec["status"] == "ok" else 1)
         else:
             logger.finalize(rec["status"])

@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from tnbench.lit import Diverged
@@ -72,4 +73,6 @@ def make_logger(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Any:
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     record["wandb_dir"] = str(run_dir / "wandb")
+    if rank_zero_only.rank == 0:
+        record["wandb_run_id"] = logger.experiment.id  # starts the W&B run now, on rank 0 only
     return logger
