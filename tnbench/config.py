@@ -125,19 +125,21 @@ class Config:
 
 
 def register_configs() -> None:
-    """Put every schema into Hydra's ConfigStore; each YAML names its schema in `defaults`.
+    """Put every schema into Hydra's ConfigStore; each YAML names its schema in `defaults`
+    (`- /schema/dataset@_here_: base`).
 
     A method's schema is its class's `config_class`, so a new method registers itself."""
     from tnbench.methods import METHODS
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    cs.store(group="dataset", name="schema", node=DatasetConfig)
-    cs.store(group="model", name="schema", node=ModelConfig)
-    cs.store(group="trainer", name="schema", node=TrainerConfig)
-    cs.store(group="logger", name="schema", node=LoggerConfig)
+    # Schemas live in their own groups (schema/<axis>), so `dataset=` etc. list only real options.
+    cs.store(group="schema/dataset", name="base", node=DatasetConfig)
+    cs.store(group="schema/model", name="base", node=ModelConfig)
+    cs.store(group="schema/trainer", name="base", node=TrainerConfig)
+    cs.store(group="schema/logger", name="base", node=LoggerConfig)
     for name in METHODS.names():
-        cs.store(group="method", name=f"{name}_schema", node=METHODS.get(name).config_class)
+        cs.store(group="schema/method", name=name, node=METHODS.get(name).config_class)
 
 
 def _check(ok: bool, message: str) -> None:
