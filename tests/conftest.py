@@ -29,8 +29,10 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="config", overrides=overrides)
 
 
-def run_cli(args: list[str], cwd: Path, module: str = "tnbench", timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+def run_cli(args: list[str], cwd: Path, module: str = "tnbench", timeout: int = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    Path(cwd).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

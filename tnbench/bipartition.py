@@ -40,7 +40,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tnbench.linalg import truncated_svd
 
 MODES = ("out", "in", "kh", "kw")
 
@@ -135,8 +134,14 @@ def rank_for_rel_error(s: Tensor, tolerance: float) -> int:
 
 def truncate(weight: Tensor, cut: str, rank: int) -> tuple[Tensor, Tensor, Tensor]:
     """Factors L (rows x r), R (r x cols) of the best bipartition-rank-`rank` approximation
-    along `cut`, and the full spectrum. r = min(rank, max rank)."""
-    return truncated_svd(unfold(weight.detach(), cut), rank)
+    along `cut` (weight's dtype; singular values split evenly as in tnbench.linalg), and the
+    full spectrum in float64. r = min(rank, max rank)."""
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    u, s, vh = torch.linalg.svd(unfold(weight.detach().double(), cut), full_matrices=False)
+    r = min(rank, s.numel())
+    root = s[:r].sqrt()
+    return (u[:, :r] * root).to(weight.dtype), (root[:, None] * vh[:r]).to(weight.dtype), s
 
 
 def truncated_kernel(weight: Tensor, cut: str, rank: int) -> Tensor:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,23 @@ class PretrainCache:
 
     def path(self, key: str, label: str) -> Path:
         return self.root / f"{label}_{key}.pt"
+
+    @contextmanager
+    def lock(self, path: Path, enabled: bool = True):
+        """An exclusive file lock on one entry: concurrent jobs that need the same dense model
+        train it once; the others wait, then find it in the cache."""
+        if not enabled:
+            yield
+            return
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(path.suffix + ".lock"), "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def lookup(self, path: Path) -> dict[str, Any] | None:
         """The entry if it exists and verifies; a corrupt one is removed so it gets rebuilt."""

@@ -98,6 +98,8 @@ class PipelineConfig:
     recovery_tolerance: float = 0.5  # percentage points below the pretrained accuracy
     pretrain_cache: bool = True
     init_checkpoint: Optional[str] = None  # a pretrained checkpoint to start from instead
+    rerun: bool = False  # run again even if this run's record says ok (default: skip it)
+    keep_checkpoints: bool = False  # keep the per-epoch training checkpoints of a finished run
     pretrain_optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     retrain_optimizer: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(lr=0.01, schedule="cosine")
@@ -122,6 +124,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     experiment_name: Optional[str] = None
+    run_id: str = ""  # set in conf/config.yaml: <dataset>-<model>-<method>-s<seed>-<hash>
 
 
 def register_configs() -> None:
@@ -130,7 +133,9 @@ def register_configs() -> None:
 
     A method's schema is its class's `config_class`, so a new method registers itself."""
     from tnbench.methods import METHODS
+    from tnbench.resume import register_resolvers
 
+    register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     # Schemas live in their own groups (schema/<axis>), so `dataset=` etc. list only real options.

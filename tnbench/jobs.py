@@ -102,6 +102,30 @@ def preflight(argv: list[str], config_dir: str) -> str | None:
     return None
 
 
+def previous_ok_record(run_dir: Path) -> dict[str, Any] | None:
+    import json
+
+    from tnbench.records import RECORD
+
+    try:
+        rec = json.loads((run_dir / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and rec.get("status") == "ok" else None
+
+
+def clear_run(run_dir: Path) -> None:
+    """Forget an earlier attempt's state, checkpoints and record (its logs stay)."""
+    import shutil
+
+    from tnbench.records import RECORD
+    from tnbench.resume import STATE
+
+    for name in (RECORD, STATE):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """Run one pipeline job under Hydra. Failures are recorded and reported in one line; in a
     single run they end the process with a non-zero code, in a multirun the sweep goes on."""
@@ -109,6 +133,12 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    done = previous_ok_record(run_dir)
+    if done is not None and not cfg.pipeline.rerun:
+        print(f"already done: {run_dir} (status ok; pipeline.rerun=true runs it again)", file=sys.stderr)
+        return done
+    if cfg.pipeline.rerun:
+        clear_run(run_dir)
     try:
         return run_pipeline(cfg, run_dir)
     except Exception as e:

@@ -44,9 +44,10 @@ class Classifier(L.LightningModule):
     the pipeline sets them with `for_stage` before each fit.
     """
 
-    def __init__(self, model: nn.Module, num_classes: int, channels_last: bool = False) -> None:
+    def __init__(self, model: nn.Module, num_classes: int, channels_last: bool = False, seed: int = 0) -> None:
         super().__init__()
         self.model = model
+        self.seed = seed
         self.channels_last = channels_last
         self.stage_name = "pretrain"
         self.optim_cfg: Any = None
@@ -62,6 +63,18 @@ class Classifier(L.LightningModule):
         if self.channels_last:  # layers swapped in by a method arrive contiguous
             self.model.to(memory_format=torch.channels_last)
         return self
+
+    def on_train_epoch_start(self) -> None:
+        # Dropout and any other in-model randomness restart from a per-epoch seed, so a run
+        # resumed from an epoch checkpoint draws exactly what the uninterrupted run drew.
+        offset = {"pretrain": 0, "retrain": 100_000}.get(self.stage_name, 200_000)
+        torch.manual_seed(self.seed * 1_000_003 + offset + self.current_epoch)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tnbench"] = {"stage": self.stage_name, "history": list(self.history)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("tnbench", {}).get("history", []))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

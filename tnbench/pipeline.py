@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from tnbench.models import build_model
 from tnbench.records import write_record
 from tnbench.registry import UnknownEntry
 from tnbench.reporting import console, print_summary, stage_banner
+from tnbench.resume import EpochCheckpoint, checkpoint_path, load_state, maybe_fault, save_state
 from tnbench.training import Diverged, make_logger, make_trainer
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,11 @@ class Run:
     run_dir: Path
     record: dict[str, Any] = field(default_factory=dict)
     logger: Any = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def save_state(self) -> None:
+        if is_rank_zero():
+            save_state(self.run_dir, self.state)
 
     def stage(self, name: str) -> None:
         self.record["stage"] = name
@@ -109,42 +116,76 @@ def evaluate(run: Run, module: Classifier, dm: InMemoryDataModule, stage: str) -
 
 def fit(run: Run, module: Classifier, dm: InMemoryDataModule, stage: str, epochs: int, optim_cfg: Any,
         callbacks: list[Any] | None = None) -> list[float]:
-    """Train for `epochs`, testing after each; returns the per-epoch test accuracies."""
+    """Train for `epochs`, testing after each; returns the per-epoch test accuracies.
+
+    Every epoch ends with a checkpoint; if one is left from a killed attempt, training
+    resumes from it."""
     module.for_stage(stage, optim_cfg, epochs)
     module.history = []
+    ckpt = checkpoint_path(run.run_dir, stage)
     trainer = make_trainer(run.cfg, epochs=epochs, logger=run.logger, run_dir=run.run_dir,
-                           callbacks=callbacks)
-    trainer.fit(module, datamodule=dm)
+                           callbacks=[*(callbacks or []), EpochCheckpoint(ckpt, stage)])
+    resume = str(ckpt) if ckpt.exists() else None
+    if resume:
+        console.print(f"resuming {stage} from {ckpt}")
+        run.record["resumed_stages"] = [*run.record.get("resumed_stages", []), stage]
+    trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
     return list(module.history)
 
 
+PRETRAIN_KEYS = ("pretrain_cache_hit", "pretrain_source", "pretrain_checkpoint", "pretrain_history",
+                 "time_pretrain_s", "acc_pretrain")
+
+
 def pretrain(run: Run, module: Classifier, dm: InMemoryDataModule) -> None:
+    """Dense weights from, in order: a finished earlier attempt of this run, an explicit
+    checkpoint, the pretrain cache, or training (then cached)."""
     cfg, rec = run.cfg, run.record
     run.stage("pretrain")
+    done = run.state.get("pretrain")
+    if done:  # an earlier attempt of this run got past pretraining: same weights, same numbers
+        path = Path(done["weights"])
+        try:
+            load_into(module.model, load_checkpoint(path), path)
+            rec.update(done["record"])
+            return
+        except CheckpointError as e:
+            log.warning("%s; pretraining again", e)
+            run.state.pop("pretrain")
     t0 = time.perf_counter()
     rec["pretrain_cache_hit"] = False
+    weights = None
     if cfg.pipeline.init_checkpoint:
-        path = Path(cfg.pipeline.init_checkpoint)
-        load_into(module.model, load_checkpoint(path), path)
-        rec["pretrain_source"] = str(path)
+        weights = Path(cfg.pipeline.init_checkpoint)
+        load_into(module.model, load_checkpoint(weights), weights)
+        rec["pretrain_source"] = str(weights)
     elif cfg.pipeline.pretrain_epochs > 0:
         cache = PretrainCache(Path(cfg.paths.cache_dir))
         key = pretrain_key(pretrain_spec(cfg))
-        path = cache.path(key, f"{cfg.model.name}_{cfg.dataset.name}")
-        entry = cache.lookup(path) if cfg.pipeline.pretrain_cache else None
-        if entry is not None:
-            load_into(module.model, entry, path)
-            rec["pretrain_cache_hit"] = True
-            console.print(f"pretrained model from cache: {path}")
-        else:
-            history = fit(run, module, dm, "pretrain", cfg.pipeline.pretrain_epochs,
-                          cfg.pipeline.pretrain_optimizer)
-            rec["pretrain_history"] = history
-            if cfg.pipeline.pretrain_cache and is_rank_zero():
-                save_checkpoint(path, module.model.state_dict(), {"spec": pretrain_spec(cfg), "key": key})
-        rec["pretrain_checkpoint"] = str(path)
+        weights = cache.path(key, f"{cfg.model.name}_{cfg.dataset.name}") if cfg.pipeline.pretrain_cache \
+            else run.run_dir / "checkpoints" / "pretrained.pt"
+        # one process trains a shared entry while others wait for it (not under DDP, whose
+        # ranks run this together and would wait on each other)
+        with cache.lock(weights, enabled=cfg.pipeline.pretrain_cache and "ddp" not in str(cfg.trainer.strategy)):
+            entry = cache.lookup(weights) if cfg.pipeline.pretrain_cache else None
+            if entry is not None:
+                load_into(module.model, entry, weights)
+                rec["pretrain_cache_hit"] = True
+                console.print(f"pretrained model from cache: {weights}")
+            else:
+                rec["pretrain_history"] = fit(run, module, dm, "pretrain", cfg.pipeline.pretrain_epochs,
+                                              cfg.pipeline.pretrain_optimizer)
+                if is_rank_zero():
+                    save_checkpoint(weights, module.model.state_dict(), {"spec": pretrain_spec(cfg), "key": key})
+        rec["pretrain_checkpoint"] = str(weights)
     rec["time_pretrain_s"] = time.perf_counter() - t0
     rec["acc_pretrain"] = evaluate(run, module, dm, "pretrain")
+    if weights is None:  # trained from scratch (pretrain_epochs=0): keep the initial weights
+        weights = run.run_dir / "checkpoints" / "pretrained.pt"
+        if is_rank_zero():
+            save_checkpoint(weights, module.model.state_dict(), {})
+    run.state["pretrain"] = {"weights": str(weights), "record": {k: rec[k] for k in PRETRAIN_KEYS if k in rec}}
+    run.save_state()
 
 
 def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, input_shape: tuple[int, ...]) -> None:
@@ -195,8 +236,10 @@ def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, i
 def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run one experiment and write its record; exceptions propagate after the record is written."""
     run_dir = Path(run_dir)
-    run = Run(cfg, run_dir, base_record(cfg))
+    run = Run(cfg, run_dir, base_record(cfg), state=load_state(run_dir))
     rec = run.record
+    run.state["attempts"] = run.state.get("attempts", 0) + 1
+    rec["attempt"] = run.state["attempts"]
     t_start = time.perf_counter()
     try:
         check(cfg)
@@ -207,16 +250,21 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         model = build_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
                             num_classes=data.num_classes, **cfg.model.options)
-        module = Classifier(model, data.num_classes, channels_last=cfg.trainer.channels_last)
+        module = Classifier(model, data.num_classes, channels_last=cfg.trainer.channels_last, seed=cfg.seed)
         dm = InMemoryDataModule(data, batch_size=cfg.dataset.batch_size, eval_batch_size=cfg.dataset.eval_batch_size,
                                 seed=cfg.seed, channels_last=cfg.trainer.channels_last)
-        run.logger = make_logger(cfg, run_dir, rec)
+        run.logger = make_logger(cfg, run_dir, rec, resume_id=run.state.get("wandb_run_id"))
+        run.state["wandb_run_id"] = rec.get("wandb_run_id")
+        run.save_state()
         pretrain(run, module, dm)
         input_shape = (data.in_channels, data.image_size, data.image_size)
         compress(run, module, dm, method, input_shape)
+        maybe_fault("compress:done")
         retrain(run, module, dm, method, input_shape)
         rec["status"] = "ok"
         rec.pop("stage", None)
+        if not cfg.pipeline.keep_checkpoints and is_rank_zero():  # resuming is moot now
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     except Diverged as e:
         rec.update(status="diverged", error=str(e), diverged_stage=e.stage, diverged_step=e.step)
         raise

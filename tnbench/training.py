@@ -50,10 +50,10 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.method.name}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}"
 
 
-def make_logger(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Any:
+def make_logger(cfg: DictConfig, run_dir: Path, record: dict[str, Any], resume_id: str | None = None) -> Any:
     """W&B (offline unless asked otherwise), CSV, or none. Group and tags let a dashboard
     compare methods and papers: group = experiment (or model-dataset), tags = method, model,
-    dataset, paper."""
+    dataset, paper. A run resumed after a kill logs into the same W&B run (`resume_id`)."""
     lg = cfg.logger
     if lg.name == "none":
         return None
@@ -71,6 +71,8 @@ def make_logger(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Any:
         project=lg.project, entity=lg.entity, name=run_name(cfg), group=group, tags=tags,
         save_dir=str(run_dir), mode=os.environ.get("WANDB_MODE", lg.mode), job_type="pipeline",
         config=OmegaConf.to_container(cfg, resolve=True),
+        # a resumed run continues the same W&B run
+        **({"id": resume_id, "resume": "allow"} if resume_id else {}),
     )
     record["wandb_dir"] = str(run_dir / "wandb")
     if rank_zero_only.rank == 0:

@@ -1,0 +1,146 @@
+"""CP (CANDECOMP/PARAFAC) convolution: W[o,i,h,w] = sum_r A[o,r] B[i,r] C[h,r] D[w,r].
+
+Forward as four small convs (`cp_conv2d`): 1x1 IN -> R (B), depthwise KHx1 (C) with the rows'
+stride/padding/dilation, depthwise 1xKW (D) with the columns', 1x1 R -> OUT (A) plus bias.
+The first conv is pointwise without bias and each depthwise conv acts on one axis, so splitting
+the padding per axis is exact. Weights: R * (OUT + IN + KH + KW).
+
+`cp_decompose` runs tensorly's `parafac` (ALS) on the kernel. Memory: tensorly's default MTTKRP
+materializes the Khatri-Rao product of all other factors, (prod of other dims) x R numbers, about
+0.4 GB for a 512x512x3x3 kernel at R=64 in float64 and growing with R; we run it with tensorly's
+einsum tenalg backend, which contracts the kernel with the factors directly (torch.einsum with
+opt_einsum paths) and stays within a few hundred MB there.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+CP_INITS = ("svd", "random")
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def cp_kernel(factors: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+    """Dense OUT x IN x KH x KW kernel of CP factors (A, B, C, D), each (dim x R)."""
+    a, b, c, d = factors
+    return torch.einsum("or,ir,hr,wr->oihw", a, b, c, d)
+
+
+def cp_conv2d(x: Tensor, factors: list[Tensor] | tuple[Tensor, ...], bias: Tensor | None = None,
+              stride=1, padding=0, dilation=1) -> Tensor:
+    """conv2d(x, cp_kernel(factors), bias, ...) as the four-conv chain (zero padding, groups=1)."""
+    a, b, c, d = factors
+    rank = a.shape[1]
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    t = F.conv2d(x, b.t().reshape(rank, -1, 1, 1))
+    t = F.conv2d(t, c.t().reshape(rank, 1, -1, 1), stride=(sh, 1), padding=(ph, 0), dilation=(dh, 1), groups=rank)
+    t = F.conv2d(t, d.t().reshape(rank, 1, 1, -1), stride=(1, sw), padding=(0, pw), dilation=(1, dw), groups=rank)
+    return F.conv2d(t, a.reshape(a.shape[0], rank, 1, 1), bias)
+
+
+def balance(weights: Tensor, factors: list[Tensor]) -> list[Tensor]:
+    """Fold the CP weights into the factors so every factor's column r has norm
+    (weights[r] * prod of the column norms)^(1/4): equal scales keep SGD well conditioned."""
+    norms = [f.norm(dim=0) for f in factors]
+    scale = weights.abs() * torch.stack(norms).prod(0)
+    root = scale.clamp_min(0) ** (1.0 / len(factors))
+    out = []
+    for k, (f, n) in enumerate(zip(factors, norms)):
+        col = f / n.clamp_min(torch.finfo(f.dtype).tiny)
+        if k == 0:
+            col = col * torch.sign(weights)
+        out.append(col * root)
+    return out
+
+
+def cp_decompose(kernel: Tensor, rank: int, n_iter_max: int = 100, tol: float = 1e-6, init: str = "svd",
+                 seed: int = 0) -> tuple[list[Tensor], dict[str, Any]]:
+    """CP factors (A, B, C, D) of a conv kernel by tensorly's parafac (ALS), in float64, weights
+    balanced into the factors. Returns the factors (kernel's dtype) and {"iterations",
+    "relative_error"} where relative_error = ||W - W_cp|| / ||W||."""
+    import tensorly as tl
+    from tensorly.decomposition import parafac
+
+    if rank < 1:
+        raise ValueError(f"CP rank must be >= 1, got {rank}")
+    if init not in CP_INITS:
+        raise ValueError(f"CP init must be one of {', '.join(CP_INITS)}; got {init!r}")
+    w = kernel.detach().to(torch.float64).cpu()
+    with tl.backend_context("pytorch"), tl.tenalg.backend_context("einsum"), warnings.catch_warnings():
+        # 'svd' init pads modes shorter than the rank with random columns; tensorly warns each time
+        warnings.filterwarnings("ignore", message=".*n_eigenvecs.*larger than.*")
+        cp, errors = parafac(w, rank, n_iter_max=n_iter_max, init=init, tol=tol, random_state=seed,
+                             normalize_factors=True, return_errors=True)
+    weights, factors = cp
+    factors = balance(weights, list(factors))
+    approx = cp_kernel(factors)
+    total = float(w.norm())
+    info = {
+        "iterations": len(errors),
+        "relative_error": float((w - approx).norm()) / total if total else 0.0,
+        "norm_loss": 1.0 - float(approx.norm()) / total if total else 0.0,
+    }
+    return [f.to(device=kernel.device, dtype=kernel.dtype) for f in factors], info
+
+
+class CPConv2d(nn.Module):
+    """A Conv2d stored as CP factors of rank `rank`; see the module docstring."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], rank: int,
+                 stride=1, padding=0, dilation=1, bias: bool = True) -> None:
+        super().__init__()
+        if isinstance(padding, str):
+            raise ValueError(f"CPConv2d needs numeric padding, got {padding!r}")
+        kh, kw = _pair(kernel_size)
+        self.rank = rank
+        self.kernel_shape = (out_channels, in_channels, kh, kw)
+        self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+        self.out_factor = nn.Parameter(torch.empty(out_channels, rank))
+        self.in_factor = nn.Parameter(torch.empty(in_channels, rank))
+        self.kh_factor = nn.Parameter(torch.empty(kh, rank))
+        self.kw_factor = nn.Parameter(torch.empty(kw, rank))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    @property
+    def factors(self) -> list[Tensor]:
+        return [self.out_factor, self.in_factor, self.kh_factor, self.kw_factor]
+
+    @classmethod
+    def from_factors(cls, conv: nn.Conv2d, factors: list[Tensor]) -> "CPConv2d":
+        if conv.groups != 1 or conv.padding_mode != "zeros":
+            raise ValueError("CPConv2d supports groups=1, zero-padded convolutions only")
+        w = conv.weight
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, factors[0].shape[1], conv.stride,
+                  conv.padding, conv.dilation, bias=conv.bias is not None).to(device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            for p, f in zip(new.factors, factors):
+                p.copy_(f)
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias)
+        return new
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, rank: int, **options: Any) -> tuple["CPConv2d", dict[str, Any]]:
+        """CP-decompose `conv`'s kernel (options go to `cp_decompose`); the layer and fit info."""
+        factors, info = cp_decompose(conv.weight, rank, **options)
+        return cls.from_factors(conv, factors), info
+
+    def dense_weight(self) -> Tensor:
+        return cp_kernel(self.factors)
+
+    def weight_params(self) -> int:
+        return sum(f.numel() for f in self.factors)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return cp_conv2d(x, self.factors, self.bias, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self) -> str:
+        o, i, kh, kw = self.kernel_shape
+        return f"{i}, {o}, kernel_size=({kh}, {kw}), rank={self.rank}, stride={self.stride}, padding={self.padding}"

@@ -1,0 +1,333 @@
+"""The rank-adaptive integrator shared by `method=dlrt` and `method=tucker_adaptive`.
+
+Both train layers held as a core C and orthonormal factors U_i (tnbench.layers.tucker), and
+adapt each factored mode's rank while training. The integrator is a Lightning callback
+working with whatever optimizer the pipeline built, so the pipeline does not know it is
+special. Steps are grouped in windows of `adapt_every` optimizer steps:
+
+1. K-step, at the first batch of a window: one extra forward/backward gives each factor's
+   gradient G_i = dL/dU_i. A gradient step on the factor spans span([U_i, G_i]), and with
+   K_i = U_i S_i^T one has dL/dU_i = (dL/dK_i) S_i^T, so for an invertible S_i (always so after
+   a truncation) this is the span DLRT's K-step adds. Augment U_i <- orth([U_i, G_i]) to at
+   most 2 r_i columns (capped by r_max and the mode size; see `augmented_rank`).
+2. Project the core onto the augmented bases, C <- C x_i (U_i_new^T U_i) (a zero padding),
+   and the optimizer's state of the core the same way (`project_state`).
+3. S-steps: the ordinary training steps of the window; the pipeline's optimizer updates the
+   core (and every parameter that is not a factor) with the bases fixed. Factors never get
+   a `.grad` in these steps (requires_grad is off), so the optimizer leaves them alone.
+4. Truncation, at the end of the window (and before every validation, so evaluated models
+   are always truncated): SVD of each mode-i unfolding of the core, new rank = smallest j
+   with ||d[j:]|| <= tau ||d||, clamped to [r_min, r_max]; U_i <- U_i P_i, C <- C x_i P_i^T,
+   optimizer state likewise.
+
+With adapt_every = 1 this is the augmented basis-update & Galerkin integrator of DLRT/TDLRT
+(two gradient evaluations per step); larger windows trade basis updates for speed
+(1 + 1/adapt_every evaluations per step). Parameters keep their identity when their shapes
+change (`param.data = ...`), so the optimizer's param_groups stay valid.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tnbench.config import ConfigError, MethodConfig
+from tnbench.layers.tucker import TuckerLayer
+from tnbench.methods.base import LayerReport, Method, replace_module, select_layers
+from tnbench.tucker_math import (
+    augment_basis, augmented_rank, clamp_rank, multi_mode_product, norm_loss, relative_error, resolve_rank,
+    truncation_bases,
+)
+
+# Optimizer state that holds squared gradients: projected with squared (elementwise) matrices
+# so it stays non-negative; exact for the zero padding of an augmentation, an average for a
+# truncation's rotation. Every other tensor of the parameter's shape (SGD momentum, Adam's
+# first moment) is projected like the parameter itself.
+SECOND_MOMENT_KEYS = ("exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum")
+
+
+@dataclass
+class RankAdaptiveConfig(MethodConfig):
+    """Settings shared by the rank-adaptive methods (defaults: TDLRT's later public code)."""
+
+    tau: float = 0.1  # relative truncation tolerance, in (0, 1)
+    r_min: int = 7  # ranks are clamped to [r_min, r_max], each capped at the mode size
+    r_max: int = 100
+    rank_init: Any = 50  # starting rank: an integer, or a fraction (0, 1] of each mode size
+    adapt_every: int = 10  # optimizer steps per augment -> train -> truncate window
+
+
+def cross_entropy_loss(pl_module: L.LightningModule, batch: Any) -> Tensor:
+    x, y = batch
+    return F.cross_entropy(pl_module(x), y)
+
+
+@contextlib.contextmanager
+def running_stats_kept(module: nn.Module) -> Iterator[None]:
+    """Batch-norm running statistics are restored after the block: the K-step's extra forward
+    pass must not count as a second look at the batch."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(norms, saved):
+                for k, v in buffers.items():
+                    getattr(m, k).copy_(v)
+
+
+def project_state(state: dict[str, Any], old_shape: torch.Size, matrices: dict[int, Tensor]) -> None:
+    """Move one parameter's optimizer state along with the parameter: every state tensor of the
+    parameter's old shape gets the same mode products (squared ones for second moments)."""
+    for key, value in list(state.items()):
+        if not torch.is_tensor(value) or value.dim() == 0 or value.shape != old_shape:
+            continue
+        mats = {a: (m * m if key in SECOND_MOMENT_KEYS else m).to(value.dtype) for a, m in matrices.items()}
+        state[key] = multi_mode_product(value, mats).contiguous()
+
+
+def set_param(param: nn.Parameter, value: Tensor) -> None:
+    """Give `param` new values of any shape, keeping the Parameter object (and with it the
+    optimizer's param_groups and state keys). PyTorch caches a leaf's gradient accumulator
+    with the shape it had, and `.data = ...` only drops that cache when the dtype or device
+    changes: a graph still alive from an earlier step (a kept loss tensor) would otherwise
+    make the next backward fail on the old shape. A dtype round trip drops the cache."""
+    value = value.detach().contiguous()
+    if value.shape != param.shape:
+        other = torch.float64 if value.dtype != torch.float64 else torch.float32
+        param.data = value.to(other)
+    param.data = value
+    param.grad = None
+
+
+class RankAdaptiveIntegrator(L.Callback):
+    """Augment -> train the core -> truncate, every `adapt_every` optimizer steps."""
+
+    def __init__(self, layers: list[tuple[str, TuckerLayer]], tau: float, r_min: int, r_max: int,
+                 adapt_every: int, tie: bool = False, history: list[dict[str, Any]] | None = None,
+                 loss_fn: Callable[[L.LightningModule, Any], Tensor] = cross_entropy_loss) -> None:
+        self.layers = layers
+        self.tau, self.r_min, self.r_max, self.adapt_every, self.tie = tau, r_min, r_max, adapt_every, tie
+        self.history = history if history is not None else []
+        self.loss_fn = loss_fn
+        self.window_open = False
+        self.steps_in_window = 0
+        self.windows = 0
+
+    # -- the integrator --------------------------------------------------------------------
+    def factors(self) -> list[nn.Parameter]:
+        return [layer.factor(m) for _, layer in self.layers for m in layer.modes]
+
+    def basis_gradients(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> list[Tensor | None]:
+        params = self.factors()
+        for p in params:
+            p.requires_grad_(True)
+        try:
+            with running_stats_kept(pl_module), trainer.precision_plugin.train_step_context():
+                loss = self.loss_fn(pl_module, batch)
+            return list(torch.autograd.grad(loss, params, allow_unused=True))
+        finally:
+            for p in params:
+                p.requires_grad_(False)
+
+    def augment(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
+        grads = iter(self.basis_gradients(trainer, pl_module, batch))
+        for _, layer in self.layers:
+            moves = {}
+            for mode in layer.modes:
+                u, g = layer.factor(mode), next(grads)
+                old = u.data
+                columns = augmented_rank(old.shape[1], layer.mode_size(mode), self.r_max)
+                new = augment_basis(old, torch.zeros_like(old) if g is None else g.detach(), columns)
+                moves[layer.axis(mode)] = (new.double().T @ old.double()).to(old.dtype)
+                set_param(u, new)
+            self.move_core(trainer, layer, moves)
+        self.window_open, self.steps_in_window = True, 0
+
+    def truncate(self, trainer: L.Trainer) -> None:
+        for _, layer in self.layers:
+            axes = [layer.axis(m) for m in layer.modes]
+            sizes = {layer.axis(m): layer.mode_size(m) for m in layer.modes}
+            bases, _ = truncation_bases(layer.core.data, axes, self.tau, self.r_min, self.r_max, sizes, self.tie)
+            for mode in layer.modes:
+                u = layer.factor(mode)
+                set_param(u, u.data @ bases[layer.axis(mode)])
+            self.move_core(trainer, layer, {a: p.T for a, p in bases.items()})
+        self.window_open, self.steps_in_window = False, 0
+        self.windows += 1
+
+    @staticmethod
+    def move_core(trainer: L.Trainer, layer: TuckerLayer, matrices: dict[int, Tensor]) -> None:
+        """C <- C x_a M_a for the given axes, and the core's optimizer state with it."""
+        core = layer.core
+        old_shape = core.shape
+        new = multi_mode_product(core.data, matrices).contiguous()
+        for optimizer in trainer.optimizers:
+            state = optimizer.state.get(core)
+            if state:
+                project_state(state, old_shape, matrices)
+        set_param(core, new)
+
+    # -- reporting -------------------------------------------------------------------------
+    def layer_ranks(self, layer: TuckerLayer) -> list[int]:
+        ranks = layer.ranks()
+        return ranks[:1] if self.tie else ranks
+
+    def snapshot(self, trainer: L.Trainer, epoch: int) -> dict[str, Any]:
+        dense = sum(layer.dense_params() for _, layer in self.layers)
+        comp = sum(layer.weight_params() for _, layer in self.layers)
+        entry = {
+            "epoch": epoch,
+            "step": int(trainer.global_step),
+            "ranks": {name: self.layer_ranks(layer) for name, layer in self.layers},
+            "weight_params": comp,
+            "compression_rate": 100.0 * (1.0 - comp / dense) if dense else 0.0,
+        }
+        self.history.append(entry)
+        return entry
+
+    # -- Lightning hooks -------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.world_size > 1:
+            raise ConfigError("rank-adaptive methods change parameter shapes while training, which DDP cannot "
+                              "follow; run them on one device (trainer.devices=1)")
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for p in self.factors():
+            p.requires_grad_(False)
+        if not self.history:
+            self.snapshot(trainer, 0)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if not self.window_open:
+            self.augment(trainer, pl_module, batch)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.steps_in_window += 1
+        if self.window_open and self.steps_in_window >= self.adapt_every:
+            self.truncate(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.window_open:
+            self.truncate(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.window_open:
+            self.truncate(trainer)
+        entry = self.snapshot(trainer, trainer.current_epoch + 1)
+        stage = getattr(pl_module, "stage_name", "retrain")
+        for name, layer in self.layers:
+            modes = ["rank"] if self.tie else list(layer.modes)
+            for mode, rank in zip(modes, self.layer_ranks(layer)):
+                pl_module.log(f"{stage}/rank/{name}" + ("" if self.tie else f"/{mode}"), float(rank))
+        pl_module.log(f"{stage}/layer_compression_rate", entry["compression_rate"])
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.window_open:
+            self.truncate(trainer)
+
+
+class RankAdaptiveMethod(Method):
+    """Compress the selected layers into factored form at `rank_init` (HOSVD of the current
+    weights: pretrained, or the random initialisation when pretrain_epochs=0), then let the
+    integrator adapt the ranks during retraining."""
+
+    config_class = RankAdaptiveConfig
+    tie = False  # one rank per layer (the matrix case) instead of one per mode
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.layers: list[tuple[str, TuckerLayer]] = []
+        self.reports: list[LayerReport] = []
+        self.history: list[dict[str, Any]] = []
+
+    def validate(self) -> None:
+        c = self.cfg
+        if not 0.0 < c.tau < 1.0:
+            raise ConfigError(f"method.tau must be in (0, 1), got {c.tau}")
+        if c.r_min < 1:
+            raise ConfigError(f"method.r_min must be >= 1, got {c.r_min}")
+        if c.r_min > c.r_max:
+            raise ConfigError(f"method.r_min ({c.r_min}) must be <= method.r_max ({c.r_max})")
+        if c.adapt_every < 1:
+            raise ConfigError(f"method.adapt_every must be >= 1, got {c.adapt_every}")
+        try:
+            resolve_rank(self.rank_init_spec(), 1)
+        except ValueError:
+            raise ConfigError(f"method.rank_init must be an integer >= 1 or a fraction in (0, 1]; "
+                              f"got {self.rank_init_spec()!r}") from None
+        if isinstance(self.rank_init_spec(), int) and not c.r_min <= self.rank_init_spec() <= c.r_max:
+            raise ConfigError(f"method.rank_init ({self.rank_init_spec()}) must lie in [r_min, r_max] = "
+                              f"[{c.r_min}, {c.r_max}]")
+
+    def rank_init_spec(self) -> Any:
+        """The shared `method.rank`, when a sweep sets it, is the starting rank."""
+        rank = self.cfg.get("rank")
+        return int(rank) if rank is not None else self.cfg.rank_init
+
+    def start_rank(self, size: int) -> int:
+        return clamp_rank(resolve_rank(self.rank_init_spec(), size), self.cfg.r_min, self.cfg.r_max, size)
+
+    def factorize(self, layer: nn.Module) -> TuckerLayer:
+        """The factored replacement of one Conv2d/Linear at the starting ranks."""
+        raise NotImplementedError
+
+    def compress(self, model: nn.Module) -> list[LayerReport]:
+        reports: list[LayerReport] = []
+        self.layers, self.reports = [], reports
+        self.history.clear()
+        for name, layer in select_layers(model, self.cfg.layers):
+            w = layer.weight.detach()
+            kind = "conv" if isinstance(layer, nn.Conv2d) else "linear"
+            if kind == "conv" and layer.groups != 1:
+                reports.append(LayerReport(name, kind, list(w.shape), [], w.numel(), w.numel(),
+                                           compressed=False, note="grouped conv left dense"))
+                continue
+            new = self.factorize(layer)
+            with torch.no_grad():
+                approx = new.dense_weight()
+            for mode in new.modes:
+                new.factor(mode).requires_grad_(False)  # moved by the integrator only
+            replace_module(model, name, new)
+            self.layers.append((name, new))
+            report = LayerReport(name, kind, list(w.shape), self.ranks_of(new), w.numel(), new.weight_params(),
+                                 norm_loss=norm_loss(w, approx), relative_error=relative_error(w, approx),
+                                 extra={"modes": list(new.modes)})
+            reports.append(report)
+        return reports
+
+    def ranks_of(self, layer: TuckerLayer) -> list[int]:
+        return layer.ranks()[:1] if self.tie else layer.ranks()
+
+    def callbacks(self) -> list[Any]:
+        c = self.cfg
+        return [RankAdaptiveIntegrator(self.layers, c.tau, c.r_min, c.r_max, c.adapt_every, tie=self.tie,
+                                       history=self.history)]
+
+    def describe(self, model: nn.Module) -> list[LayerReport] | None:
+        """The layers as retraining left them. norm_loss and relative_error stay those of the
+        initial factorization (the trained weights have no dense counterpart to compare with)."""
+        adapted = dict(self.layers)
+        out = []
+        for start in self.reports:
+            layer = adapted.get(start.name)
+            if layer is None:  # left dense
+                out.append(start)
+                continue
+            out.append(LayerReport(
+                start.name, start.kind, start.shape, self.ranks_of(layer), start.weight_params_dense,
+                layer.weight_params(), norm_loss=start.norm_loss, relative_error=start.relative_error,
+                note=f"ranks adapted in training (tau={self.cfg.tau})",
+                extra={**start.extra, "ranks_at_compress": start.ranks},
+            ))
+        return out
+
+    def extra_record(self) -> dict[str, Any]:
+        return {"rank_history": self.history}

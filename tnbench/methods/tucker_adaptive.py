@@ -1,0 +1,42 @@
+"""`method=tucker_adaptive`: TDLRT, rank-adaptive training in Tucker format (arXiv 2305.19059).
+
+Each selected Conv2d becomes a `TuckerConv2d` factored on the adaptive modes (default OUT and
+IN, kernel modes whole, as in the authors' later code), each Linear a `TuckerLinear` (its
+`out`/`in` modes); the rank of every factored mode is then adapted while training by the
+integrator in tnbench.methods.rank_adaptive. Defaults: tau 0.1, r_min 7, r_max 100, initial
+rank 50, truncation every 10 steps (papers.md section 2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from tnbench.layers.tucker import CONV_MODES, TuckerConv2d, TuckerLayer, TuckerLinear
+from tnbench.methods import METHODS
+from tnbench.methods.rank_adaptive import RankAdaptiveConfig, RankAdaptiveMethod
+from tnbench.methods.tucker import check_modes
+
+
+@dataclass
+class TuckerAdaptiveConfig(RankAdaptiveConfig):
+    name: str = "tucker_adaptive"
+    adaptive_modes: list[str] = field(default_factory=lambda: ["out", "in"])  # among out, in, kh, kw
+
+
+@METHODS.register("tucker_adaptive")
+class TuckerAdaptive(RankAdaptiveMethod):
+    config_class = TuckerAdaptiveConfig
+
+    def validate(self) -> None:
+        super().validate()
+        self.modes = check_modes(self.cfg.adaptive_modes, "method.adaptive_modes")
+
+    def factorize(self, layer: nn.Module) -> TuckerLayer:
+        shape = layer.weight.shape
+        if isinstance(layer, nn.Conv2d):
+            ranks = {m: self.start_rank(shape[CONV_MODES.index(m)]) for m in self.modes}
+            return TuckerConv2d.from_dense(layer, ranks, tuple(ranks))[0]
+        linear_modes = [m for m in self.modes if m in ("out", "in")] or ["out", "in"]
+        ranks = {m: self.start_rank(shape[("out", "in").index(m)]) for m in linear_modes}
+        return TuckerLinear.from_dense(layer, ranks, tuple(ranks))[0]

@@ -1,0 +1,222 @@
+"""Brick-wall circuits of two-index gates that generate a 2^Q-entry weight vector (ADTN/ADQC).
+
+The generated tensor has Q indices of dimension 2. Index 0 is the most significant bit of the
+flat position: entry k of the vector is the element whose indices are the binary digits of k,
+first index first (row-major, the order `Tensor.reshape` uses). A layer's weight is read from
+the vector by flattening it row-major, so the layout is the plain `weight.reshape(-1)`.
+
+The network has `depth` (M) layers of 4x4 gates. Layer l (from 0) puts a gate on each pair
+(i, i+1) with i even if l is even (pairs (0,1), (2,3), ...) and i odd if l is odd ((1,2),
+(3,4), ...); index Q-1 has no partner in an even layer when Q is odd. Gates are applied layer
+by layer, left to right; a gate's row index is 2*b_i + b_(i+1), so on the flat vector it is
+kron(I_(2^i), G, I_(2^(Q-i-2))). The number of gates is
+
+    n_gates(Q, M) = ceil(M/2) * floor(Q/2) + floor(M/2) * floor((Q-1)/2)   (~ M*Q/2)
+
+The circuit acts on a product state (`product_state`): "plus" is every index in (1, 1)/sqrt(2),
+the normalized all-equal vector 2^(-Q/2) * ones; "zero" is the first basis vector. Since the
+first two gate layers touch every index, a learned product state would add nothing a gate
+cannot absorb, so the state is fixed and not counted.
+
+Cost: one gate multiplies 2^(Q-2) four-vectors by a 4x4 matrix, 16 multiply-adds each, i.e.
+8 * 2^Q flops (`gate_flops`); a gate layer has ~Q/2 gates, so a forward pass costs about
+4*M*Q*2^Q flops. Memory: a forward pass holds two 2^Q vectors at a time. Backward through
+`brick_wall` recomputes states from checkpoints instead of keeping all n_gates of them; see
+`checkpoint_plan`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+CHECKPOINT_MODES = ("auto", "none", "sqrt", "log")
+# "auto" keeps every intermediate state while they fit in this many bytes, else uses "sqrt"
+AUTO_KEEP_ALL_BYTES = 256 * 2**20
+
+
+def qubits_for(n: int) -> int:
+    """Fewest indices of dimension 2 whose 2^Q entries hold n weights (at least 2, one gate)."""
+    return max(2, math.ceil(math.log2(max(n, 1))))
+
+
+def gate_positions(qubits: int, depth: int) -> list[int]:
+    """Left index i of each gate (acting on i, i+1), in the order the gates are applied."""
+    return [i for layer in range(depth) for i in range(layer % 2, qubits - 1, 2)]
+
+
+def num_gates(qubits: int, depth: int) -> int:
+    return (depth + 1) // 2 * (qubits // 2) + depth // 2 * ((qubits - 1) // 2)
+
+
+def adtn_params(qubits: int, depth: int) -> int:
+    """Trained numbers of one ADTN group: 16 per free 4x4 gate, plus the group's scale."""
+    return 16 * num_gates(qubits, depth) + 1
+
+
+def adqc_params(qubits: int, depth: int) -> int:
+    """Trained numbers of one ADQC group: 6 per orthogonal gate (the entries of a 4x4
+    skew-symmetric generator above the diagonal), plus the group's scale."""
+    return 6 * num_gates(qubits, depth) + 1
+
+
+def gate_flops(qubits: int) -> int:
+    """Flops of applying one gate: 2^(Q-2) four-vectors times 16 multiply-adds (2 flops each)."""
+    return 8 * 2**qubits
+
+
+def forward_flops(qubits: int, depth: int) -> int:
+    return num_gates(qubits, depth) * gate_flops(qubits)
+
+
+def product_state(qubits: int, kind: str = "plus", dtype: torch.dtype = torch.float32,
+                  device: torch.device | str | None = None) -> Tensor:
+    """The circuit's input: "plus" = 2^(-Q/2) * ones, "zero" = the first basis vector."""
+    if kind == "plus":
+        return torch.full((2**qubits,), 2.0 ** (-qubits / 2), dtype=dtype, device=device)
+    if kind == "zero":
+        state = torch.zeros(2**qubits, dtype=dtype, device=device)
+        state[0] = 1.0
+        return state
+    raise ValueError(f"initial state must be plus or zero, got {kind!r}")
+
+
+def _split(state: Tensor, position: int, qubits: int) -> Tensor:
+    return state.view(2**position, 4, 2 ** (qubits - position - 2))
+
+
+def apply_gate(state: Tensor, gate: Tensor, position: int, qubits: int) -> Tensor:
+    """Gate (4x4) on indices (position, position+1) of a flat 2^Q state; returns a new vector.
+
+    The state is viewed as (2^i, 4, 2^(Q-i-2)). With a long right block the gate multiplies
+    each (4, R) slab (a batched matmul); with a short one the problem is turned around to
+    (rows, 4) @ gate^T, which torch runs as one large matmul."""
+    view = _split(state, position, qubits)
+    if view.shape[2] >= 8:
+        return torch.matmul(gate, view).reshape(-1)
+    return (view.transpose(1, 2) @ gate.T).transpose(1, 2).reshape(-1)
+
+
+def gate_gradient(grad_out: Tensor, state_in: Tensor, position: int, qubits: int) -> Tensor:
+    """d<grad_out, G state_in>/dG: sum over the other indices of grad_out[a] * state_in[b]."""
+    g = _split(grad_out, position, qubits)
+    s = _split(state_in, position, qubits)
+    return torch.einsum("xaz,xbz->ab", g, s)
+
+
+def contract(state: Tensor, gates: Tensor, positions: Sequence[int], qubits: int,
+             start: int = 0, stop: int | None = None) -> Tensor:
+    """Apply gates[start:stop] one at a time (plain autograd if gradients are on)."""
+    stop = len(positions) if stop is None else stop
+    for k in range(start, stop):
+        state = apply_gate(state, gates[k], positions[k], qubits)
+    return state
+
+
+def checkpoint_plan(mode: str, n_gates: int, qubits: int, itemsize: int) -> tuple[int, int]:
+    """(split, leaf) for `brick_wall`'s backward pass.
+
+    A span of gates longer than `leaf` is cut into `split` pieces; the states at the cuts are
+    kept and each piece is handled the same way, last piece first. A span of at most `leaf`
+    gates is recomputed keeping all its states, then back-propagated.
+
+    none: keep every state (split=n, leaf=1): n states, no recomputation.
+    sqrt: keep ~sqrt(n) states and recompute one span at a time: ~2*sqrt(n) states, one extra
+          forward pass.
+    log:  bisect (split=2, leaf=1): ~log2(n) states, ~log2(n)/2 extra forward passes.
+    auto: none while n states fit in AUTO_KEEP_ALL_BYTES, else sqrt."""
+    n = max(n_gates, 1)
+    if mode == "auto":
+        mode = "none" if n * 2**qubits * itemsize <= AUTO_KEEP_ALL_BYTES else "sqrt"
+    if mode == "none":
+        return n, 1
+    if mode == "sqrt":
+        leaf = max(1, math.ceil(math.sqrt(n)))
+        return max(1, math.ceil(n / leaf)), leaf
+    if mode == "log":
+        return 2, 1
+    raise ValueError(f"checkpoint mode must be one of {', '.join(CHECKPOINT_MODES)}; got {mode!r}")
+
+
+def _cuts(start: int, stop: int, split: int) -> list[int]:
+    pieces = min(split, stop - start)
+    return sorted({start + round(j * (stop - start) / pieces) for j in range(pieces + 1)})
+
+
+def _backward_span(gates: Tensor, positions: Sequence[int], qubits: int, start: int, stop: int,
+                   state: Tensor, grad: Tensor, grads: Tensor, split: int, leaf: int) -> Tensor:
+    """Fill grads[start:stop] given the state before gate `start` and the gradient after gate
+    stop-1; return the gradient before gate `start`."""
+    if stop - start <= leaf:
+        states = [state]
+        for k in range(start, stop - 1):
+            states.append(apply_gate(states[-1], gates[k], positions[k], qubits))
+        for k in range(stop - 1, start - 1, -1):
+            grads[k] = gate_gradient(grad, states.pop(), positions[k], qubits)
+            grad = apply_gate(grad, gates[k].T, positions[k], qubits)
+        return grad
+    cuts = _cuts(start, stop, split)
+    kept = [state]
+    for a, b in zip(cuts[:-2], cuts[1:-1]):
+        kept.append(contract(kept[-1], gates, positions, qubits, a, b))
+    for a, b in reversed(list(zip(cuts[:-1], cuts[1:]))):
+        grad = _backward_span(gates, positions, qubits, a, b, kept.pop(), grad, grads, split, leaf)
+    return grad
+
+
+class _BrickWall(torch.autograd.Function):
+    """The circuit as one autograd node, so backward can trade recomputation for memory
+    (autograd alone would keep all n_gates intermediate states)."""
+
+    @staticmethod
+    def forward(ctx, state: Tensor, gates: Tensor, positions: tuple[int, ...], qubits: int,
+                split: int, leaf: int) -> Tensor:
+        n = len(positions)
+        cuts = _cuts(0, n, split) if n > leaf else [0, n]
+        kept = [state]
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            kept.append(contract(kept[-1], gates, positions, qubits, a, b))
+        out = kept.pop()
+        ctx.save_for_backward(gates, *kept)
+        ctx.cuts, ctx.positions, ctx.qubits, ctx.split, ctx.leaf = cuts, positions, qubits, split, leaf
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        gates, *kept = ctx.saved_tensors
+        positions, qubits, cuts = ctx.positions, ctx.qubits, ctx.cuts
+        grads = torch.zeros_like(gates)
+        grad = grad_out.contiguous()
+        with torch.no_grad():
+            for a, b in reversed(list(zip(cuts[:-1], cuts[1:]))):
+                grad = _backward_span(gates, positions, qubits, a, b, kept.pop(), grad, grads,
+                                      ctx.split, ctx.leaf)
+        grad_state = grad if ctx.needs_input_grad[0] else None
+        return grad_state, grads, None, None, None, None
+
+
+def brick_wall(state: Tensor, gates: Tensor, positions: Sequence[int], qubits: int,
+               checkpoint: str = "auto") -> Tensor:
+    """The circuit applied to `state` (flat, 2^Q): gates[k] acts on positions[k], positions[k]+1.
+    Differentiable in `gates` (and `state`) with the memory/recompute trade of `checkpoint`."""
+    if len(positions) != gates.shape[0]:
+        raise ValueError(f"{gates.shape[0]} gates for {len(positions)} positions")
+    if not (torch.is_grad_enabled() and (gates.requires_grad or state.requires_grad)):
+        with torch.no_grad():
+            return contract(state, gates, positions, qubits)
+    split, leaf = checkpoint_plan(checkpoint, len(positions), qubits, state.element_size())
+    return _BrickWall.apply(state.contiguous(), gates, tuple(positions), qubits, split, leaf)
+
+
+SKEW_ROWS, SKEW_COLS = torch.triu_indices(4, 4, offset=1)
+
+
+def skew_orthogonal(generators: Tensor) -> Tensor:
+    """(..., 6) -> (..., 4, 4): exp(A) for the skew-symmetric A with the given entries above the
+    diagonal. Exactly orthogonal (up to rounding) with determinant +1; every rotation of R^4
+    is reached, reflections are not."""
+    a = generators.new_zeros(*generators.shape[:-1], 4, 4)
+    a[..., SKEW_ROWS, SKEW_COLS] = generators
+    return torch.linalg.matrix_exp(a - a.transpose(-1, -2))
