@@ -134,3 +134,14 @@ def test_real_fashion_mnist_lenet5_svd(tmp_path, data_dir):
     rec2 = run_pipeline(cfg, tmp_path / "r4")
     assert rec2["pretrain_cache_hit"] is True
     assert rec2["acc_pretrain"] == pytest.approx(rec["acc_pretrain"])
+
+
+def test_nan_loss_ends_run_as_diverged_with_stage_and_step(tmp_path):
+    from tnbench.lit import Diverged
+
+    with pytest.raises(Diverged):
+        run(tmp_path, "logger=none", "pipeline.pretrain_optimizer.lr=1e8", "pipeline.pretrain_optimizer.momentum=0")
+    rec = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert rec["status"] == "diverged"
+    assert rec["diverged_stage"] == "pretrain" and rec["diverged_step"] >= 0
+    assert "diverged in pretrain at step" in rec["error"]

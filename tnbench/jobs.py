@@ -74,6 +74,20 @@ def _one_line(e: BaseException) -> str:
     return ": ".join(parts) or "invalid configuration"
 
 
+def check_writable(directory: str) -> None:
+    """Fail before any work if records could not be written."""
+    import tempfile
+
+    from tnbench.config import ConfigError
+
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise ConfigError(f"paths.results_dir={directory} is not writable: {e.strerror or e}") from None
+
+
 def preflight(argv: list[str], config_dir: str) -> str | None:
     """Compose and check the config for every job the command would run; the first problem
     as one line, or None."""
@@ -94,6 +108,7 @@ def preflight(argv: list[str], config_dir: str) -> str | None:
             try:
                 cfg = compose(config_name="config", overrides=combo)
                 check(cfg)
+                check_writable(cfg.paths.results_dir)
             except USER_ERRORS as e:
                 return str(e).splitlines()[0]
             except Exception as e:

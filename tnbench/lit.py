@@ -83,6 +83,10 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self.model(x)
         loss = F.cross_entropy(logits, y)
+        # On CPU the check is free; on an accelerator it forces a sync, so it runs every 50 steps
+        # there (and on the epoch mean below).
+        if (loss.device.type == "cpu" or batch_idx % 50 == 0) and not torch.isfinite(loss):
+            raise Diverged(self.stage_name, self.global_step, f"training loss became {float(loss)}")
         self.train_acc.update(logits.detach(), y)
         self.log(f"{self.stage_name}/train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True)
         return loss
