@@ -9,7 +9,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test bench data install results clean
+.PHONY: demo test bench data install results report browser clean
 
 install: $(STAMP)
 
@@ -38,8 +38,18 @@ demo: install data
 	$(BIN)/python -m tnbench
 	$(BIN)/python -m tnbench.results results/runs
 
-test: install data
+test: install data browser
 	$(BIN)/python -m pytest -q tests
+
+# Headless Chromium renders report.html in the report test (Debian's package).
+browser:
+	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  sudo -n apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  echo "note: chromium not installable here; the report rendering test will be skipped"
+
+# The comparison report of every recorded run (tables, plots, report.html) in results/report/.
+report: install
+	$(BIN)/python -m tnbench.report --runs results/runs --out results/report
 
 bench: install data
 	$(BIN)/python -m pytest -q -m bench tests/bench -p no:cacheprovider -o addopts=""

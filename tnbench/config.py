@@ -145,6 +145,22 @@ def register_configs() -> None:
     cs.store(group="schema/logger", name="base", node=LoggerConfig)
     for name in METHODS.names():
         cs.store(group="schema/method", name=name, node=METHODS.get(name).config_class)
+    register_launcher_defaults(cs)
+
+
+def register_launcher_defaults(cs: ConfigStore) -> None:
+    """`hydra/launcher=joblib` runs 2 jobs at a time: the plugin's own default (n_jobs=-1) starts
+    one job per core, each with a multi-threaded torch. The plugin's entry is replaced in the
+    ConfigStore after Hydra's one-time plugin scan (which re-runs each plugin's own `store`); a
+    YAML of the same name in conf/ would trigger Hydra's deprecated automatic schema matching."""
+    from hydra.core.plugins import Plugins
+
+    try:
+        from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+    except ImportError:  # the plugin is optional
+        return
+    Plugins.instance()  # the scan, now rather than later
+    cs.store(group="hydra/launcher", name="joblib", node=JobLibLauncherConf(n_jobs=2), provider="tnbench")
 
 
 def _check(ok: bool, message: str) -> None:

@@ -88,9 +88,26 @@ def check_writable(directory: str) -> None:
         raise ConfigError(f"paths.results_dir={directory} is not writable: {e.strerror or e}") from None
 
 
+def _config_sweep(argv: list[str], overrides: list[str], first: list[str]) -> list[str]:
+    """The sweep a config sets itself (`hydra.sweeper.params`, e.g. from `+sweep=NAME`) as
+    overrides, less the keys the command line sets (they win, as in Hydra's BasicSweeper);
+    empty unless the command is a multirun (`-m`, or `hydra.mode: MULTIRUN` in the config)."""
+    from hydra import compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cfg = compose(config_name="config", overrides=first, return_hydra_config=True)
+    mode = next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith("hydra.mode=")), None)
+    multirun = "-m" in argv or "--multirun" in argv or (mode or str(cfg.hydra.mode)).endswith("MULTIRUN")
+    params = cfg.hydra.sweeper.get("params") if multirun else None
+    if not params:
+        return []
+    given = {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)}
+    return [f"{k}={v}" for k, v in params.items() if k not in given]
+
+
 def preflight(argv: list[str], config_dir: str) -> str | None:
-    """Compose and check the config for every job the command would run; the first problem
-    as one line, or None."""
+    """Compose and check the config for every job the command would run, including a sweep the
+    config defines itself; the first problem as one line, or None."""
     overrides = _overrides(argv)
     if overrides is None:
         return None
@@ -104,6 +121,12 @@ def preflight(argv: list[str], config_dir: str) -> str | None:
     except Exception as e:
         return f"cannot parse overrides: {_one_line(e)}"
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        try:
+            swept = _config_sweep(argv, overrides, combos[0])
+            if swept:
+                combos = _expand(swept + overrides)
+        except Exception as e:
+            return _one_line(e)
         for combo in combos:
             try:
                 cfg = compose(config_name="config", overrides=combo)

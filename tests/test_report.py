@@ -1,0 +1,241 @@
+"""The paper comparison report: a real multirun through the CLI, the report command, its tables
+and figures, and the page as headless Chromium renders it; the published-vs-measured matching
+on hand-made records; the W&B workspace definition written offline."""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import QUICK, REPO, run_cli
+from tnbench.records import write_record
+from tnbench.report import build_report, compression_band, parse_conditions
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.slow
+def test_multirun_then_report_tables_figures_and_page(tmp_path):
+    r = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "method=none,svd", "method.rank=2,4",
+                 *QUICK, "logger=none"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = tmp_path / "results" / "runs"
+    (runs / "broken").mkdir()
+    (runs / "broken" / "record.json").write_text("{not json")  # reported and skipped
+    out = tmp_path / "report"
+    r = run_cli(["--runs", str(runs), "--out", str(out), "--reference", str(REPO / "results" / "reference"),
+                 "--bench", str(tmp_path / "no-bench")], tmp_path, module="tnbench.report")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "skipped unreadable record" in r.stderr and "broken" in r.stderr
+
+    table = pd.read_csv(out / "runs.csv")
+    assert len(table) == 4
+    assert sorted(zip(table["method"], table["setting"])) == [
+        ("none", "rank=2"), ("none", "rank=4"), ("svd", "rank=2 skip_if_larger=True"), ("svd", "rank=4 skip_if_larger=True")]
+    assert (table["status"] == "ok").all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["method"]) == {"none", "svd"} and summary["runs"].sum() == 4
+    assert summary.loc[summary.method == "none", "compression_band"].tolist() == ["1x (dense)"]
+    assert (out / "summary.md").read_text().startswith("| dataset")
+    comparison = pd.read_csv(out / "reference_comparison.csv")
+    assert len(comparison) > 0 and set(comparison["status"]) <= {"not run", "no published value"}
+
+    assert (out / "plots" / "acc_vs_compression_synthetic_lenet5.png").stat().st_size > 10_000
+    assert (out / "plots" / "recovery_epochs.png").stat().st_size > 5_000
+    page = (out / "report.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert "plots/acc_vs_compression_synthetic_lenet5.png" in images
+    assert all((out / src).is_file() for src in images)  # relative, and there
+    assert "<script" not in page and not re.search(r'(src|href)="(https?:)?//', page)  # nothing from elsewhere
+    assert "Skipped:" in page and "rank_history" in page  # the figures without data are notes
+    assert "broken" in page
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium); the page was not rendered")
+    shot = tmp_path / "report.png"
+    url = (out / "report.html").as_uri()
+    r = chromium(["--enable-logging=stderr", "--v=0", f"--screenshot={shot}", "--window-size=1280,2000", url],
+                 tmp_path / "profile")
+    assert r.returncode == 0, r.stderr[-2000:]
+    console_errors = [l for l in r.stderr.splitlines() if "Uncaught" in l or "ERROR:CONSOLE" in l]
+    assert not console_errors, console_errors
+    assert shot.stat().st_size > 20_000
+    pixels = mpimg.imread(shot)[..., :3]
+    assert pixels.std() > 0.05  # not a blank page
+    assert len(np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50  # text, tables, figures
+    dom = chromium(["--dump-dom", url], tmp_path / "profile").stdout
+    assert dom.count("<table") >= 3 and dom.count("<img") == len(images)
+    assert "synthetic" in dom and "svd" in dom
+
+
+# -- the comparison with published numbers, on hand-made records ------------------------------
+
+BASE = {
+    "status": "ok", "error": None, "dataset": "mnist", "model": "lenet5_dlrt", "seed": 0, "paper": None,
+    "experiment": None, "acc_pretrain": 10.0, "acc_compressed": 10.0, "recovery_epochs": 0, "params_dense": 431080,
+    "flops_dense": 4.6e6, "flops_compressed": 1e6, "time_pretrain_s": 0.0, "time_compress_s": 0.1,
+    "time_retrain_s": 5.0, "pretrain_cache_hit": False,
+    "config": {"pipeline": {"pretrain_epochs": 0, "retrain_epochs": 20}, "method": {"name": "dlrt"}},
+}
+
+
+def record(run_dir: Path, **fields) -> None:
+    rec = copy.deepcopy(BASE)
+    cfg_method = fields.pop("method_cfg", {})
+    cfg_pipeline = fields.pop("pipeline_cfg", {})
+    rec.update(fields)
+    rec["config"]["method"].update({"name": rec["method"], **cfg_method})
+    rec["config"]["pipeline"].update(cfg_pipeline)
+    write_record(run_dir, rec)
+
+
+def test_published_numbers_are_matched_to_the_runs_they_speak_of(tmp_path):
+    runs = tmp_path / "runs"
+    # DLRT's table: tau 0.09 at two seeds, the dense model, one tau that is not in the table
+    for seed, acc in ((0, 98.0), (1, 98.4)):
+        record(runs / f"dlrt9-{seed}", method="dlrt", seed=seed, method_cfg={"tau": 0.09}, acc_retrained=acc,
+               compression_rate=91.0, compression_ratio=9.0, compression_ratio_layers=11.0, params_compressed=37000,
+               ranks={"features.0": [10], "features.3": [23], "classifier.0": [60]},
+               rank_history=[{"epoch": 0, "step": 0, "ranks": {"features.0": [20]}},
+                             {"epoch": 1, "step": 10, "ranks": {"features.0": [12]}}])
+    record(runs / "dlrt5", method="dlrt", method_cfg={"tau": 0.05}, acc_retrained=98.5, compression_rate=80.0,
+           compression_ratio=4.0, compression_ratio_layers=5.0, params_compressed=90000)
+    record(runs / "dense", method="none", acc_retrained=98.9, compression_rate=0.0, compression_ratio=1.0,
+           compression_ratio_layers=1.0, params_compressed=431080)
+    # ADTN's three-conv row through its `match` column; the dense row from acc_pretrain
+    record(runs / "adtn", method="adtn", dataset="cifar10", model="vgg16", acc_pretrain=85.0, acc_retrained=84.0,
+           compression_rate=99.9, compression_ratio=3.0, compression_ratio_layers=5000.0, params_compressed=5e6,
+           method_cfg={"groups": "all", "layers": ["features.34", "features.37", "features.40"]},
+           pipeline_cfg={"pretrain_epochs": 30})
+    # truncation: accuracy drop at norm loss <= 0.5, recovery at >= 0.5, one figure line per cut
+    for cut in ("out", "in"):
+        for target, measured, acc_c, rec_e in ((0.3, 0.29, 70.0, 0), (0.5, 0.49, 60.0, 2), (0.7, 0.69, 20.0, None)):
+            record(runs / f"trunc-{cut}-{target}", method="svd_truncation", dataset="cifar10", model="cnn4",
+                   method_cfg={"cut": cut, "norm_loss": target}, acc_pretrain=75.0, acc_compressed=acc_c,
+                   acc_retrained=74.0, recovery_epochs=rec_e, norm_loss={"mean": measured}, compression_rate=50.0,
+                   compression_ratio=1.5, compression_ratio_layers=2.0, params_compressed=1e6,
+                   pipeline_cfg={"pretrain_epochs": 30, "retrain_epochs": 5})
+    record(runs / "failed", method="svd", status="failed", error="RuntimeError: boom", acc_retrained=None)
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    pd.DataFrame({"network": ["tt"] * 4 + ["tt_matrix"] * 4, "N": [4, 8, 16, 40] * 2,
+                  "steps": [0, 0, 1, 3, 0, 0, 1, 5], "time_s": [1e-4, 2e-4, 4e-4, 1e-3] * 2}).to_csv(
+        bench / "partial_norm_scaling.csv", index=False)
+
+    rep = build_report(runs, tmp_path / "out", REPO / "results" / "reference", bench)
+    c = rep["comparison"].set_index(["paper", "setting", "quantity"])
+    acc = c.loc[("DLRT", "tau=0.09", "accuracy")]
+    assert acc["status"] == "measured" and acc["runs"] == 2
+    assert acc["measured"] == pytest.approx(98.2) and acc["difference"] == pytest.approx(98.2 - 98.16)
+    assert c.loc[("DLRT", "tau=0.09", "compression_rate"), "difference"] == pytest.approx(91.0 - 91.3)
+    assert c.loc[("DLRT", "tau=0.09", "ranks"), "measured"] == "10;23;60"
+    assert c.loc[("DLRT", "tau=0.11", "accuracy"), "status"] == "not run"
+    assert c.loc[("DLRT", "full", "accuracy"), "measured"] == pytest.approx(98.9)
+    adtn = c.loc[("ADTN", "three conv layers in one network", "accuracy")]
+    assert adtn["measured"] == pytest.approx(84.0) and adtn["status"] == "measured"
+    assert c.loc[("ADTN", "three conv layers in one network", "compression_ratio"), "measured"] == pytest.approx(5000.0)
+    assert c.loc[("ADTN", "two linear layers in one network", "accuracy"), "status"] == "not run"
+    dense = rep["comparison"].query("paper == 'ADTN' and setting == 'dense' and quantity == 'accuracy'")
+    assert (dense["measured"] == 85.0).all() and dense["note"].str.contains("acc_pretrain").all()
+    best = c.loc[("ADTN", "best reported", "compression_ratio")]
+    assert best["measured"] == pytest.approx(5000.0) and best["difference"] == pytest.approx(5000.0 - 17000)
+    drop = c.loc[("TNC", "up to 50% norm loss", "accuracy_drop")]
+    assert drop["measured"] == pytest.approx(10.0) and drop["runs"] == 4  # (75-70 + 75-60) / 2 per cut
+    assert c.loc[("TNC", "up to 50% norm loss", "norm_loss"), "measured"] == pytest.approx(0.49)
+    assert c.loc[("TNC", "aggressive truncation then retraining", "recovery_epochs"), "measured"] == 2.0
+    steps = c.loc[("PartialNorm", "10<=N<=27", "normalization_steps")]
+    assert steps["measured"] == 1.0 and steps["difference"] == 0.0
+    assert c.loc[("PartialNorm", "N<10", "normalization_steps"), "measured"] == 0.0
+    assert c.loc[("TDLRT", "best reported", "compression_rate"), "status"] == "not run"
+    assert c.loc[("TDLRT", "defaults of the authors' later code", "-"), "status"] == "no published value"
+
+    summary = rep["summary"]
+    dlrt = summary[(summary.method == "dlrt")].set_index("compression_band")
+    assert dlrt.loc["8-16x", "seeds"] == 2 and dlrt.loc["8-16x", "acc_retrained"] == pytest.approx(98.2)
+    assert dlrt.loc["4-8x", "best_setting"] == "tau=0.05"
+    assert len(rep["runs"]) == 12 and (rep["runs"]["status"] == "failed").sum() == 1
+    drawn = {Path(f.path).stem for f in rep["figures"] if f.path}
+    assert {"acc_vs_compression_mnist_lenet5_dlrt", "acc_vs_compression_cifar10_vgg16", "norm_loss_cifar10_cnn4",
+            "recovery_epochs", "rank_history_mnist_lenet5_dlrt_dlrt", "partial_norm_scaling"} <= drawn
+    page = rep["html"].read_text()
+    assert "RuntimeError: boom" in page and "not run" in page
+
+
+def test_report_without_runs_or_data_writes_notes_not_errors(tmp_path):
+    (tmp_path / "runs").mkdir()
+    rep = build_report(tmp_path / "runs", tmp_path / "out", tmp_path / "no-reference", tmp_path / "no-bench")
+    assert rep["runs"].empty and rep["summary"].empty and rep["comparison"].empty
+    assert not any(f.path for f in rep["figures"]) and all(f.note for f in rep["figures"])
+    page = rep["html"].read_text()
+    assert page.count('class="note"') >= 5
+    assert (tmp_path / "out" / "summary.md").read_text().strip() == "(no rows)"
+
+
+def test_report_cli_missing_runs_dir_is_one_line(tmp_path):
+    r = run_cli(["--runs", str(tmp_path / "nothing")], tmp_path, module="tnbench.report")
+    assert r.returncode == 2 and r.stderr.strip() == f"error: results directory {tmp_path / 'nothing'} does not exist"
+
+
+def test_compression_bands_and_conditions():
+    assert compression_band(1.0) == "1x (dense)"
+    assert compression_band(1.5) == "1-2x" and compression_band(2.0) == "2-4x" and compression_band(17000) == "16384-32768x"
+    assert compression_band(0.8) == "0.5-1x" and compression_band(None) is None
+    assert parse_conditions("method.tau=0.09 method.layers=[a,b] method.norm_loss<=0.5") == [
+        ("method.tau", "=", 0.09), ("method.layers", "=", ["a", "b"]), ("method.norm_loss", "<=", 0.5)]
+
+
+# -- the W&B workspace definition, offline --------------------------------------------------
+
+def test_dashboard_offline_writes_the_workspace_definition(tmp_path):
+    out = tmp_path / "wandb_workspace.json"
+    r = run_cli(["--out", str(out)], tmp_path, module="tnbench.dashboard",
+                env={"WANDB_MODE": "offline", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "no-netrc")})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "not pushed: WANDB_MODE=offline" in r.stdout
+    d = json.loads(out.read_text())
+    assert d["pushed"] is None and d["project"] == "tnbench"
+    assert d["generator"].startswith("wandb-workspaces")
+    names = [s["name"] for s in d["sections"]]
+    assert names[:2] == ["Accuracy vs compression", "By method"] and {"By model", "By dataset", "By paper"} <= set(names)
+    grouped = {p["groupby"] for s in d["sections"] for p in s["panels"] if p["groupby"]}
+    assert grouped == {"method.name", "model.name", "dataset.name", "method.paper"}
+    shown = {m for s in d["sections"] for p in s["panels"] for m in [*p["y"], p["x"]] if m}
+    assert {"retrain/val_acc", "pretrain/val_acc", "compress/val_acc", "acc_pretrain", "acc_compressed",
+            "acc_retrained", "compression_ratio", "compression_rate", "recovery_epochs", "norm_loss_mean"} <= shown
+    # the library's own view spec: the same sections and panels, grouped in W&B's terms
+    spec = d["workspace"]["spec"]["section"]
+    sections = spec["panelBankConfig"]["sections"]
+    assert [s["name"] for s in sections] == names
+    assert sum(len(s["panels"]) for s in sections) == sum(len(s["panels"]) for s in d["sections"])
+    group_by = {p["config"].get("groupBy") for s in sections for p in s["panels"]} - {None}
+    assert group_by == {"method.value.name", "model.value.name", "dataset.value.name", "method.value.paper"}
+    grouping = spec["runSets"][0]["grouping"]
+    assert [g["name"] for g in grouping] == ["method.value.name", "model.value.name", "dataset.value.name"]
+    assert "summary:acc_retrained" in spec["runSets"][0]["runFeed"]["columnPinned"]
+
+
+def test_dashboard_is_not_pushed_without_an_api_key(tmp_path):
+    r = run_cli(["--out", str(tmp_path / "ws.json"), "--experiment", "compare_lenet5_fmnist"], tmp_path,
+                module="tnbench.dashboard",
+                env={"WANDB_MODE": "online", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "no-netrc")})
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = json.loads((tmp_path / "ws.json").read_text())
+    assert d["pushed"] is None and "no W&B API key" in d["not_pushed_because"]
+    assert d["experiment"] == "compare_lenet5_fmnist"
+    filters = json.dumps(d["workspace"]["spec"]["section"]["runSets"][0]["filters"])
+    assert "compare_lenet5_fmnist" in filters
