@@ -8,7 +8,7 @@ from tnbench.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method")
 
-from tnbench.methods import dense, dlrt, svd, tucker, tucker_adaptive, truncation, cp, adtn  # noqa: E402,F401  (register themselves)
+from tnbench.methods import dense, dlrt, svd, tucker, tucker_adaptive, truncation, cp, adtn, tensorized  # noqa: E402,F401  (register themselves)
 
 
 def build_method(cfg: Any) -> Method:

@@ -2,8 +2,11 @@
 
 The generated tensor has Q indices of dimension 2. Index 0 is the most significant bit of the
 flat position: entry k of the vector is the element whose indices are the binary digits of k,
-first index first (row-major, the order `Tensor.reshape` uses). A layer's weight is read from
-the vector by flattening it row-major, so the layout is the plain `weight.reshape(-1)`.
+first index first (row-major, the order `Tensor.reshape` uses). The layers of a group take
+consecutive blocks of the vector (`weight_layout`): "flat" puts each weight there flattened
+row-major (`weight.reshape(-1)`); "dims" first pads every dimension of the weight to a power
+of two, so that each index belongs to exactly one weight dimension (an OUT x IN matrix is
+rows on the first indices, columns on the last), at the cost of more padding.
 
 The network has `depth` (M) layers of 4x4 gates. Layer l (from 0) puts a gate on each pair
 (i, i+1) with i even if l is even (pairs (0,1), (2,3), ...) and i odd if l is odd ((1,2),
@@ -27,7 +30,8 @@ Cost: one gate multiplies 2^(Q-2) four-vectors by a 4x4 matrix, 16 multiply-adds
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -40,6 +44,42 @@ AUTO_KEEP_ALL_BYTES = 256 * 2**20
 def qubits_for(n: int) -> int:
     """Fewest indices of dimension 2 whose 2^Q entries hold n weights (at least 2, one gate)."""
     return max(2, math.ceil(math.log2(max(n, 1))))
+
+
+LAYOUTS = ("flat", "dims")
+
+
+def pow2_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    return tuple(1 << max(0, (int(d) - 1).bit_length()) for d in shape)
+
+
+def weight_layout(shapes: Sequence[Sequence[int]], layout: str = "flat") -> list[tuple[int, tuple[int, ...]]]:
+    """(offset, block shape) of each weight in the group's vector: blocks follow each other in
+    the given order; a block is the weight's shape ("flat") or its power-of-two padding ("dims").
+    The weight is the block's leading corner."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+    out, offset = [], 0
+    for shape in shapes:
+        block = tuple(int(d) for d in shape) if layout == "flat" else pow2_shape(shape)
+        out.append((offset, block))
+        offset += math.prod(block)
+    return out
+
+
+def layout_size(shapes: Sequence[Sequence[int]], layout: str = "flat") -> int:
+    """Entries the group's layout spans (what 2^Q must hold)."""
+    blocks = weight_layout(shapes, layout)
+    return blocks[-1][0] + math.prod(blocks[-1][1]) if blocks else 0
+
+
+def weight_positions(shapes: Sequence[Sequence[int]], layout: str = "flat") -> Tensor:
+    """Vector positions of the weights' entries, in the order of cat(w.reshape(-1) for w)."""
+    parts = []
+    for shape, (offset, block) in zip(shapes, weight_layout(shapes, layout)):
+        grid = torch.arange(math.prod(block)).view(block)
+        parts.append(grid[tuple(slice(0, int(d)) for d in shape)].reshape(-1) + offset)
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
 
 def gate_positions(qubits: int, depth: int) -> list[int]:
@@ -87,23 +127,37 @@ def _split(state: Tensor, position: int, qubits: int) -> Tensor:
     return state.view(2**position, 4, 2 ** (qubits - position - 2))
 
 
+def _widened(gate: Tensor, right: int) -> Tensor:
+    """kron(gate, I_right): the gate acting on its pair and the `right` entries after it."""
+    if right == 1:
+        return gate
+    eye = torch.eye(right, dtype=gate.dtype, device=gate.device)
+    return (gate[:, None, :, None] * eye[None, :, None, :]).reshape(4 * right, 4 * right)
+
+
 def apply_gate(state: Tensor, gate: Tensor, position: int, qubits: int) -> Tensor:
     """Gate (4x4) on indices (position, position+1) of a flat 2^Q state; returns a new vector.
 
-    The state is viewed as (2^i, 4, 2^(Q-i-2)). With a long right block the gate multiplies
-    each (4, R) slab (a batched matmul); with a short one the problem is turned around to
-    (rows, 4) @ gate^T, which torch runs as one large matmul."""
-    view = _split(state, position, qubits)
-    if view.shape[2] >= 8:
-        return torch.matmul(gate, view).reshape(-1)
-    return (view.transpose(1, 2) @ gate.T).transpose(1, 2).reshape(-1)
+    The state is viewed as (2^i, 4, R = 2^(Q-i-2)). A long right block R is a batched matmul
+    gate @ (4, R); with a short one that would be 2^i tiny matmuls, so the R entries are folded
+    into one (rows, 4R) @ kron(gate, I_R)^T matmul instead: R times the flops, far less time
+    (the step is memory bound). The switch point was measured on CPU."""
+    right = 2 ** (qubits - position - 2)
+    if right >= 32:
+        return torch.matmul(gate, _split(state, position, qubits)).reshape(-1)
+    return (state.view(-1, 4 * right) @ _widened(gate, right).T).reshape(-1)
 
 
 def gate_gradient(grad_out: Tensor, state_in: Tensor, position: int, qubits: int) -> Tensor:
-    """d<grad_out, G state_in>/dG: sum over the other indices of grad_out[a] * state_in[b]."""
-    g = _split(grad_out, position, qubits)
-    s = _split(state_in, position, qubits)
-    return torch.einsum("xaz,xbz->ab", g, s)
+    """d<grad_out, G state_in>/dG: sum over the other indices of grad_out[a] * state_in[b].
+    Same two regimes as `apply_gate`; the short one takes the block diagonal of a (4R, 4R)
+    product and sums it."""
+    right = 2 ** (qubits - position - 2)
+    if right >= 16:
+        g, s = _split(grad_out, position, qubits), _split(state_in, position, qubits)
+        return torch.matmul(g, s.transpose(1, 2)).sum(0)
+    m = grad_out.view(-1, 4 * right).T @ state_in.view(-1, 4 * right)
+    return m.reshape(4, right, 4, right).diagonal(dim1=1, dim2=3).sum(-1)
 
 
 def contract(state: Tensor, gates: Tensor, positions: Sequence[int], qubits: int,
@@ -140,9 +194,39 @@ def checkpoint_plan(mode: str, n_gates: int, qubits: int, itemsize: int) -> tupl
     raise ValueError(f"checkpoint mode must be one of {', '.join(CHECKPOINT_MODES)}; got {mode!r}")
 
 
+@contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """Run torch ops with `threads` intra-op threads (None: leave torch's setting), then restore.
+    A circuit is hundreds of small memory-bound matmuls; on a busy 2-core CPU, BLAS threading
+    made each of them wait on the other core (measured: a Q=14 fit step took 6.5 s with 2
+    threads and 0.03 s with 1), so the generators default to one thread."""
+    before = torch.get_num_threads()
+    if threads is None or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _cuts(start: int, stop: int, split: int) -> list[int]:
     pieces = min(split, stop - start)
     return sorted({start + round(j * (stop - start) / pieces) for j in range(pieces + 1)})
+
+
+def recomputed_gates(n_gates: int, split: int, leaf: int) -> int:
+    """Gate applications backward spends recomputing states under the plan (split, leaf); the
+    states at the top-level cuts come from the forward pass itself."""
+    def span(start: int, stop: int) -> int:
+        if stop - start <= leaf:
+            return max(stop - start - 1, 0)
+        cuts = _cuts(start, stop, split)
+        return (cuts[-2] - start) + sum(span(a, b) for a, b in zip(cuts[:-1], cuts[1:]))
+
+    top = _cuts(0, n_gates, split) if n_gates > leaf else [0, n_gates]
+    return sum(span(a, b) for a, b in zip(top[:-1], top[1:]))
 
 
 def _backward_span(gates: Tensor, positions: Sequence[int], qubits: int, start: int, stop: int,
@@ -172,15 +256,17 @@ class _BrickWall(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, state: Tensor, gates: Tensor, positions: tuple[int, ...], qubits: int,
-                split: int, leaf: int) -> Tensor:
+                split: int, leaf: int, threads: int | None) -> Tensor:
         n = len(positions)
         cuts = _cuts(0, n, split) if n > leaf else [0, n]
         kept = [state]
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            kept.append(contract(kept[-1], gates, positions, qubits, a, b))
+        with intra_op_threads(threads):
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                kept.append(contract(kept[-1], gates, positions, qubits, a, b))
         out = kept.pop()
         ctx.save_for_backward(gates, *kept)
         ctx.cuts, ctx.positions, ctx.qubits, ctx.split, ctx.leaf = cuts, positions, qubits, split, leaf
+        ctx.threads = threads
         return out
 
     @staticmethod
@@ -189,25 +275,26 @@ class _BrickWall(torch.autograd.Function):
         positions, qubits, cuts = ctx.positions, ctx.qubits, ctx.cuts
         grads = torch.zeros_like(gates)
         grad = grad_out.contiguous()
-        with torch.no_grad():
+        with torch.no_grad(), intra_op_threads(ctx.threads):
             for a, b in reversed(list(zip(cuts[:-1], cuts[1:]))):
                 grad = _backward_span(gates, positions, qubits, a, b, kept.pop(), grad, grads,
                                       ctx.split, ctx.leaf)
         grad_state = grad if ctx.needs_input_grad[0] else None
-        return grad_state, grads, None, None, None, None
+        return grad_state, grads, None, None, None, None, None
 
 
 def brick_wall(state: Tensor, gates: Tensor, positions: Sequence[int], qubits: int,
-               checkpoint: str = "auto") -> Tensor:
+               checkpoint: str = "auto", threads: int | None = None) -> Tensor:
     """The circuit applied to `state` (flat, 2^Q): gates[k] acts on positions[k], positions[k]+1.
-    Differentiable in `gates` (and `state`) with the memory/recompute trade of `checkpoint`."""
+    Differentiable in `gates` (and `state`) with the memory/recompute trade of `checkpoint`;
+    `threads` as in `intra_op_threads`."""
     if len(positions) != gates.shape[0]:
         raise ValueError(f"{gates.shape[0]} gates for {len(positions)} positions")
     if not (torch.is_grad_enabled() and (gates.requires_grad or state.requires_grad)):
-        with torch.no_grad():
+        with torch.no_grad(), intra_op_threads(threads):
             return contract(state, gates, positions, qubits)
     split, leaf = checkpoint_plan(checkpoint, len(positions), qubits, state.element_size())
-    return _BrickWall.apply(state.contiguous(), gates, tuple(positions), qubits, split, leaf)
+    return _BrickWall.apply(state.contiguous(), gates, tuple(positions), qubits, split, leaf, threads)
 
 
 SKEW_ROWS, SKEW_COLS = torch.triu_indices(4, 4, offset=1)

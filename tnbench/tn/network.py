@@ -13,10 +13,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Sequence
+from typing import Any, Sequence
 
 import opt_einsum as oe
-import torch
 from torch import Tensor
 
 
@@ -51,10 +50,19 @@ class Network:
     def open_legs(self) -> tuple[str, ...]:
         return tuple(l for node in self.legs for l in node if not self.is_bond(l))
 
+    @cached_property
+    def cuts(self) -> tuple[tuple[str, ...], ...]:
+        """cuts[n]: the bonds between the first n nodes and the rest, in the order they open."""
+        out, open_bonds = [()], []
+        for node in self.legs:
+            seen = {l for l in open_bonds if l in node}
+            open_bonds = [l for l in open_bonds if l not in seen]
+            open_bonds += [l for l in node if self.is_bond(l) and l not in seen]
+            out.append(tuple(open_bonds))
+        return tuple(out)
+
     def cut(self, n: int) -> tuple[str, ...]:
-        """Bonds between the first n nodes and the rest, in first-appearance order."""
-        inside = {l for node in self.legs[:n] for l in node}
-        return tuple(l for node in self.legs[n:] for l in node if l in inside)
+        return self.cuts[n]
 
 
 def symbols(labels: Sequence[Sequence[str]]) -> dict[str, str]:
@@ -87,26 +95,73 @@ def _chain_path(n_operands: int) -> list[tuple[int, int]]:
     return path
 
 
-def _materializes_weight(eq: str, shapes: tuple[tuple[int, ...], ...], batch: str, limit: int) -> bool:
-    """True if opt_einsum's best path builds, without the batch, a node product as large as the
-    dense weight: the thing a tensorized layer exists to avoid."""
-    _, info = oe.contract_path(eq, *shapes, shapes=True, optimize="auto")
-    sizes = info.size_dict
-    for step in info.contraction_list:
+def _materializes_weight(path_info, batch: str, limit: int) -> bool:
+    """True if a path builds, without the batch, a node product as large as the dense weight:
+    the thing a tensorized layer exists to avoid."""
+    sizes = path_info.size_dict
+    for step in path_info.contraction_list:
         out = step[2].split("->")[1]
         if not (set(out) & set(batch)) and math.prod(sizes[c] for c in out) >= limit:
             return True
     return False
 
 
+def constrained_path(eq: str, shapes: tuple[tuple[int, ...], ...], limit: int) -> list[tuple[int, int]]:
+    """Fewest-flops pairwise order (dynamic programming over subsets of operands) among those
+    where no intermediate without operand 0 (the input) has `limit` entries or more."""
+    inputs, output = eq.split("->")
+    ops = inputs.split(",")
+    n = len(ops)
+    sizes = {c: d for op, shape in zip(ops, shapes) for c, d in zip(op, shape)}
+    full = (1 << n) - 1
+    union = [set() for _ in range(1 << n)]
+    for mask in range(1, 1 << n):
+        low = mask & -mask
+        union[mask] = union[mask ^ low] | set(ops[low.bit_length() - 1])
+    legs = [union[m] & (union[full ^ m] | set(output)) for m in range(1 << n)]
+    best: dict[int, tuple[float, Any]] = {1 << i: (0.0, i) for i in range(n)}
+    for mask in sorted(range(1, 1 << n), key=lambda m: bin(m).count("1")):
+        if mask in best:
+            continue
+        if not mask & 1 and math.prod(sizes[c] for c in legs[mask]) >= limit:
+            continue  # a node-only intermediate as large as the weight
+        top = (math.inf, None)
+        sub = (mask - 1) & mask
+        while sub:
+            other = mask ^ sub
+            if sub < other and sub in best and other in best:
+                cost = best[sub][0] + best[other][0] + math.prod(sizes[c] for c in legs[sub] | legs[other])
+                if cost < top[0]:
+                    top = (cost, (best[sub][1], best[other][1]))
+            sub = (sub - 1) & mask
+        if top[1] is not None:
+            best[mask] = top
+    if full not in best:
+        return _chain_path(n)
+    ssa: list[tuple[int, int]] = []
+
+    def emit(tree: Any) -> int:
+        if isinstance(tree, int):
+            return tree
+        a, b = emit(tree[0]), emit(tree[1])
+        ssa.append((a, b))
+        return n + len(ssa) - 1
+
+    emit(best[full][1])
+    return oe.paths.ssa_to_linear(ssa)
+
+
 @lru_cache(maxsize=2048)
 def apply_expression(eq: str, shapes: tuple[tuple[int, ...], ...], batch: str, limit: int):
     """Expression applying a network to an input (operand 0) that never forms a node-only
-    intermediate of `limit` entries or more; if the optimal path would, the chain path (the
-    input absorbs node after node, in network order) is used instead."""
-    if _materializes_weight(eq, shapes, batch, limit):
-        return oe.contract_expression(eq, *shapes, optimize=_chain_path(len(shapes)))
-    return expression(eq, shapes)
+    intermediate of `limit` entries (the dense weight's size) or more: opt_einsum's path if it
+    does not, else the cheapest path that does not (exhaustive up to 10 operands), else the
+    input absorbing the nodes one by one in network order."""
+    _, info = oe.contract_path(eq, *shapes, shapes=True, optimize="auto")
+    if not _materializes_weight(info, batch, limit):
+        return expression(eq, shapes)
+    path = constrained_path(eq, shapes, limit) if len(shapes) <= 10 else _chain_path(len(shapes))
+    return oe.contract_expression(eq, *shapes, optimize=path)
 
 
 def contract(inputs: Sequence[Sequence[str]], output: Sequence[str], tensors: Sequence[Tensor]) -> Tensor:
@@ -138,9 +193,3 @@ def apply(net: Network, nodes: Sequence[Tensor], x: Tensor, x_legs: Sequence[str
     return expr(x, *nodes, backend="torch")
 
 
-def num_params(nodes: Sequence[Tensor]) -> int:
-    return sum(t.numel() for t in nodes)
-
-
-def cast(nodes: Sequence[Tensor], dtype: torch.dtype) -> list[Tensor]:
-    return [t.to(dtype) for t in nodes]

@@ -8,9 +8,11 @@ summed (lineal, LTNR, for non-negative networks). pF(N) is ||A||_F^2, or the lin
 
 Both are grown node by node from a left environment E_n (the first n nodes, with their cut
 bonds open). `Environments` keeps E_1..E_n; when every node is multiplied by c, E_k is
-multiplied by c^(2k) (Frobenius) or c^k (lineal) instead of being recomputed, and only
-environments that this would push to inf or 0 are dropped and recomputed from the last good
-one. The public code of the paper recomputes every partial norm from scratch (`reuse=False`).
+multiplied by c^(2k) (Frobenius) or c^k (lineal) instead of being recomputed, and only an
+environment that this would push to inf or 0 is recomputed, from the nearest earlier one.
+Rescalings are applied lazily (a running log scale), so a normalization step costs O(1) plus
+the contractions it really needs, not O(N). The public code of the paper recomputes every
+partial norm from scratch (`reuse=False`).
 
 `normalize_partial` is the paper's protocol, step for step (papers.md section 4):
   2. ||A|| finite and non-zero: divide every node by (||A|| / F)^(1/N); done.
@@ -26,8 +28,9 @@ a failed `NormalizationResult` (or `NormalizationFailed`), never a hang.
 `normalize_log` computes log ||A|| with per-node rescaled environments (each node divided by
 its largest entry, each environment by its largest entry, the logs summed), so nothing can
 overflow or underflow whatever N, p and b; then it rescales every node once. By default
-(`balance=True`) node k is divided by its own share of the norm, so that afterwards every
-partial norm of the normalized network is of order F^(n/N) as well.
+(`balance=True`) node k is divided by its own share of the norm, so that afterwards the
+partial norms of the normalized network grow evenly, pF(n) ~ F^(qn/N), and cannot overflow
+either.
 """
 from __future__ import annotations
 
@@ -50,18 +53,14 @@ class NormalizationResult:
     protocol: str  # paper | log
     norm: str  # frobenius | lineal
     nodes: int
-    steps: int = 0  # rescalings of the nodes before the final one (the paper's count)
+    steps: int = 0  # rescalings of the nodes in steps 3-5 (the final division of step 2 not counted)
     passes: int = 0  # times the full norm was evaluated after the first
     contractions: int = 0  # node-by-environment contractions performed (the work)
     log_target: float = 0.0
     log_norm_initial: float | None = None  # natural log of ||A|| before, where it was known
     log_norm: float | None = None  # natural log of ||A|| after
     reason: str = ""
-    history: list[str] = field(default_factory=list)
-
-    @property
-    def norm_value(self) -> float:
-        return math.exp(self.log_norm) if self.log_norm is not None and self.log_norm < 709 else math.inf
+    history: list[str] = field(default_factory=list)  # why each step rescaled (not in as_dict)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -93,15 +92,23 @@ def _check_nodes(net: Network, nodes: Sequence[Tensor], norm: str) -> None:
 
 
 class Environments:
-    """Left environments E_0..E_n of an ordered network, grown on demand and kept up to date
-    under `rescale`. E_n has the cut bonds after node n open: ket copies first, then bra
-    copies in the same order (Frobenius), or the cut bonds once (lineal)."""
+    """Left environments E_0..E_n of an ordered network, grown on demand and kept valid under
+    `rescale`. E_n has the cut bonds after node n open: ket copies first, then bra copies in
+    the same order (Frobenius), or the cut bonds once (lineal).
+
+    Rescaling is lazy and O(1): it adds to a running log scale. A node takes its pending factor
+    when it is next contracted (or at `flush`); a kept E_k takes its factor c^(qk) when it is
+    next read, and only if that would overflow or vanish is it recomputed, from the nearest
+    earlier environment that survives its own factor."""
 
     def __init__(self, net: Network, nodes: Sequence[Tensor], norm: str = FROBENIUS, reuse: bool = True) -> None:
         self.net, self.nodes, self.norm, self.reuse = net, list(nodes), norm, reuse
         self.power = _power(norm)
         self.contractions = 0
+        self.log_scale = 0.0  # log of the factor all nodes have been multiplied by so far
+        self._node_scale = [0.0] * len(net)  # ... of which this much is applied to each tensor
         self.envs: list[Tensor] = [torch.ones((), dtype=nodes[0].dtype, device=nodes[0].device)]
+        self._env_scale = [0.0]  # log_scale each kept environment belongs to
         self._plans = [self._plan(k) for k in range(len(net))]
 
     def _plan(self, k: int) -> tuple[list[tuple[str, ...]], tuple[str, ...]]:
@@ -133,40 +140,60 @@ class Environments:
         side = math.prod(env.shape[: env.dim() // 2])
         return env.reshape(side, side).diagonal().sum()
 
+    @torch.no_grad()
+    def node(self, k: int) -> Tensor:
+        """Node k with every rescaling so far applied."""
+        pending = self.log_scale - self._node_scale[k]
+        if pending:
+            self.nodes[k].mul_(math.exp(pending))
+            self._node_scale[k] = self.log_scale
+        return self.nodes[k]
+
+    def flush(self) -> None:
+        for k in range(len(self.nodes)):
+            self.node(k)
+
+    def _current(self, k: int) -> bool:
+        """Bring kept E_k to the current scale; False if it cannot be (over/underflow)."""
+        pending = self.log_scale - self._env_scale[k]
+        if not pending:
+            return True
+        exponent = self.power * k * pending
+        if abs(exponent) > 700:
+            return False
+        scaled = self.envs[k] * math.exp(exponent)
+        if not bool(torch.isfinite(scaled).all()) or not bool((scaled != 0).any()):
+            return False
+        self.envs[k], self._env_scale[k] = scaled, self.log_scale
+        return True
+
     def env(self, n: int) -> Tensor:
         if not self.reuse:
             e = self.envs[0]
             for k in range(n):
-                e = self.step(k, e, self.nodes[k])
+                e = self.step(k, e, self.node(k))
             return e
-        while len(self.envs) <= n:
-            k = len(self.envs) - 1
-            self.envs.append(self.step(k, self.envs[-1], self.nodes[k]))
+        start = min(n, len(self.envs) - 1)
+        while start > 0 and not self._current(start):
+            start -= 1
+        for k in range(start, n):
+            e = self.step(k, self.envs[k], self.node(k))
+            if k + 1 < len(self.envs):
+                self.envs[k + 1], self._env_scale[k + 1] = e, self.log_scale
+            else:
+                self.envs.append(e)
+                self._env_scale.append(self.log_scale)
         return self.envs[n]
 
     def partial(self, n: int) -> float:
         """pF(n) (squared Frobenius) or the lineal partial norm of the first n nodes."""
         return float(self.cap(self.env(n)))
 
-    @torch.no_grad()
     def rescale(self, factor: float) -> None:
-        """Multiply every node by `factor` (in place) and the kept environments by factor^(qk)."""
+        """Multiply every node by `factor` (applied lazily, see the class notes)."""
         if not math.isfinite(factor) or factor <= 0:
             raise ValueError(f"rescaling factor must be finite and > 0, got {factor}")
-        for t in self.nodes:
-            t.mul_(factor)
-        log_f = math.log(factor)
-        keep = 1
-        for k in range(1, len(self.envs)):
-            exponent = self.power * k * log_f
-            if abs(exponent) > 700:
-                break
-            scaled = self.envs[k] * math.exp(exponent)
-            if not bool(torch.isfinite(scaled).all()) or not bool((scaled != 0).any()):
-                break
-            self.envs[k] = scaled
-            keep = k + 1
-        del self.envs[keep:]
+        self.log_scale += math.log(factor)
 
 
 def _log(x: float) -> float:
@@ -201,6 +228,7 @@ def normalize_partial(net: Network, nodes: Sequence[Tensor], norm: str = FROBENI
     res = NormalizationResult(False, "paper", norm, n_nodes, log_target=math.log(target))
 
     def finish(converged: bool, reason: str) -> NormalizationResult:
+        envs.flush()
         res.converged, res.reason, res.contractions = converged, reason, envs.contractions
         if not converged and raise_on_failure:
             raise NormalizationFailed(res)
@@ -238,6 +266,9 @@ def normalize_partial(net: Network, nodes: Sequence[Tensor], norm: str = FROBENI
                 res.log_norm = _log(final)
                 if _in_range(final, lo, hi):
                     return finish(True, "")
+                if not math.isfinite(final):
+                    return finish(False, f"the norm after the final rescaling is {final}: its square (about "
+                                         f"F^2 = {target:.3g}^2) is beyond float range")
                 return finish(False, f"norm {final:.3g} after the final rescaling is outside ({lo:.3g}, {hi:.3g})")
             stage = resume
         elif stage == 3:
