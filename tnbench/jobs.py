@@ -182,10 +182,13 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     except Exception as e:
         from tnbench.records import RECORD
 
-        kind = "bad input" if isinstance(e, USER_ERRORS) else "failed"
+        from tnbench.lit import Diverged
+
+        expected = isinstance(e, (*USER_ERRORS, Diverged))  # no traceback: the record says it all
+        kind = "bad input" if isinstance(e, USER_ERRORS) else "diverged" if isinstance(e, Diverged) else "failed"
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error ({kind}): {msg}  [record: {run_dir / RECORD}]", file=sys.stderr)
-        if not isinstance(e, USER_ERRORS):
+        if not expected:
             log.exception("job failed")
         if hc.mode == RunMode.RUN:
             sys.exit(2 if isinstance(e, USER_ERRORS) else 1)
