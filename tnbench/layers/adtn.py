@@ -9,13 +9,15 @@ The math is in tnbench.tn.adtn.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from tnbench.tn.adtn import brick_wall, gate_positions, num_gates, product_state, skew_orthogonal
+from tnbench.tn.adtn import (brick_wall, gate_positions, intra_op_threads, num_gates, product_state,
+                             skew_orthogonal, weight_layout)
 
 GATE_INITS = ("near_identity", "random")
 
@@ -39,18 +41,19 @@ class BrickWallGenerator(nn.Module):
     output's norm.
 
     Inside a model forward pass the vector is built once and shared by the group's layers (see
-    `share_within_forward`); elsewhere every access rebuilds it.
+    `share_within_forward`); elsewhere every access rebuilds it. The contraction runs with
+    `threads` intra-op threads (tnbench.tn.adtn.intra_op_threads; None: torch's setting).
     """
 
     def __init__(self, qubits: int, depth: int, orthogonal: bool = False, init: str = "near_identity",
                  init_std: float = 0.01, initial_state: str = "plus", scale: float = 1.0,
-                 checkpoint: str = "auto", dtype: torch.dtype = torch.float32,
+                 checkpoint: str = "auto", threads: int | None = 1, dtype: torch.dtype = torch.float32,
                  device: torch.device | str | None = None, generator: torch.Generator | None = None) -> None:
         super().__init__()
         if init not in GATE_INITS:
             raise ValueError(f"gate init must be one of {', '.join(GATE_INITS)}; got {init!r}")
         self.qubits, self.depth, self.orthogonal = qubits, depth, orthogonal
-        self.initial_state, self.checkpoint = initial_state, checkpoint
+        self.initial_state, self.checkpoint, self.threads = initial_state, checkpoint, threads
         self.positions = gate_positions(qubits, depth)
         n = num_gates(qubits, depth)
         kw = dict(dtype=dtype, device=device)
@@ -76,9 +79,10 @@ class BrickWallGenerator(nn.Module):
 
     def circuit(self) -> Tensor:
         """The unscaled circuit output."""
-        gates = self.gates
-        state = product_state(self.qubits, self.initial_state, dtype=gates.dtype, device=gates.device)
-        return brick_wall(state, gates, self.positions, self.qubits, self.checkpoint)
+        with intra_op_threads(self.threads):
+            gates = self.gates
+            state = product_state(self.qubits, self.initial_state, dtype=gates.dtype, device=gates.device)
+            return brick_wall(state, gates, self.positions, self.qubits, self.checkpoint, self.threads)
 
     def forward(self) -> Tensor:
         if self._sharing and self._shared is not None:
@@ -100,38 +104,47 @@ class BrickWallGenerator(nn.Module):
 
 
 class GeneratedWeight(nn.Module):
-    """Parametrization: the layer's weight is entries [offset, offset + numel) of its group's
-    vector, reshaped row-major to the weight's shape. The tensor it is given is ignored."""
+    """Parametrization: the layer's weight is the block of its group's vector that starts at
+    `offset`, viewed row-major as `block` (the weight's shape, or its power-of-two padding,
+    whose leading corner is the weight). The tensor it is given is ignored."""
 
-    def __init__(self, generator: BrickWallGenerator, offset: int, shape: Iterable[int]) -> None:
+    def __init__(self, generator: BrickWallGenerator, offset: int, shape: Iterable[int],
+                 block: Iterable[int] | None = None) -> None:
         super().__init__()
         self.generator = generator
         self.offset = offset
         self.shape = tuple(shape)
-        self.numel = int(torch.Size(self.shape).numel())
+        self.block = tuple(block) if block is not None else self.shape
+        self.span = math.prod(self.block)
 
     def forward(self, _unused: Tensor) -> Tensor:
-        return self.generator()[self.offset:self.offset + self.numel].view(self.shape)
+        w = self.generator()[self.offset:self.offset + self.span].view(self.block)
+        if self.block != self.shape:
+            w = w[tuple(slice(0, d) for d in self.shape)]
+        return w
 
     def extra_repr(self) -> str:
-        return f"offset={self.offset}, shape={self.shape}"
+        padded = f", block={self.block}" if self.block != self.shape else ""
+        return f"offset={self.offset}, shape={self.shape}{padded}"
 
 
-def encode_weights(layers: Iterable[nn.Module], generator: BrickWallGenerator) -> None:
-    """Make each layer's `weight` its consecutive slice of `generator`'s vector (in the given
-    order) and drop the dense weights: parametrize would keep each as `original`, a parameter
-    the optimizer would train and count_params would count, so it becomes an empty buffer."""
-    offset = 0
-    for layer in layers:
+def encode_weights(layers: Iterable[nn.Module], generator: BrickWallGenerator, layout: str = "flat") -> None:
+    """Make each layer's `weight` its block of `generator`'s vector (tnbench.tn.adtn.weight_layout,
+    blocks in the given order) and drop the dense weights: parametrize would keep each as
+    `original`, a parameter the optimizer would train and count_params would count, so it
+    becomes an empty buffer."""
+    layers = list(layers)
+    blocks = weight_layout([layer.weight.shape for layer in layers], layout)
+    end = blocks[-1][0] + math.prod(blocks[-1][1]) if blocks else 0
+    if end > generator.size:
+        raise ValueError(f"the layout spans {end} entries, more than 2^{generator.qubits}")
+    for layer, (offset, block) in zip(layers, blocks):
         w = layer.weight
-        parametrize.register_parametrization(layer, "weight", GeneratedWeight(generator, offset, w.shape),
+        parametrize.register_parametrization(layer, "weight", GeneratedWeight(generator, offset, w.shape, block),
                                              unsafe=True)
         plist = layer.parametrizations["weight"]
         delattr(plist, "original")
         plist.register_buffer("original", w.new_empty(0), persistent=False)
-        offset += w.numel()
-    if offset > generator.size:
-        raise ValueError(f"{offset} weights do not fit in 2^{generator.qubits} entries")
 
 
 def share_within_forward(model: nn.Module, generators: Iterable[BrickWallGenerator]) -> list:

@@ -22,18 +22,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tnbench.tucker_math import hosvd, tucker_params, tucker_to_tensor
+from tnbench.tucker_math import hosvd, tucker_to_tensor
 
 CONV_MODES = ("out", "in", "kh", "kw")
 LINEAR_MODES = ("out", "in")
 
 
 def pointwise(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """A 1x1 convolution with a (out, in) matrix. On channels-last input it is one matmul on
-    the (N*H*W, C) view, which is what channels-last storage already is; otherwise a conv."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return F.linear(x.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)
+    """A 1x1 convolution with an (out, in) matrix. Measured on CPU (oneDNN), a 1x1 conv on
+    channels-last input beats a matmul on the permuted (N*H*W, C) view once the backward pass
+    is counted, so this stays a conv; it never forms anything larger than the factor."""
     return F.conv2d(x, weight[:, :, None, None], bias)
+
+
+def set_param(param: nn.Parameter, value: Tensor) -> None:
+    """Give `param` new values of any shape, keeping the Parameter object (and with it an
+    optimizer's param_groups and state keys). PyTorch caches a leaf's gradient accumulator
+    with the shape it had, and `.data = ...` only drops that cache when the dtype or device
+    changes: a graph still alive from an earlier step (a kept loss tensor) would otherwise
+    make the next backward fail on the old shape. A dtype round trip drops the cache."""
+    value = value.detach().contiguous()
+    if value.shape != param.shape:
+        other = torch.float64 if value.dtype != torch.float64 else torch.float32
+        param.data = value.to(other)
+    param.data = value
+    param.grad = None
 
 
 class TuckerLayer(nn.Module):
@@ -83,6 +96,16 @@ class TuckerLayer(nn.Module):
                 self.factor(m).data = factors[self.axis(m)].contiguous()
             if self.bias is not None and bias is not None:
                 self.bias.copy_(bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        """Ranks may differ from the saved ones (adapted in training): take the saved shapes
+        first, so loading a checkpoint of an adapted layer into a freshly factored one works."""
+        for name in ("core", *(f"u_{m}" for m in self.modes)):
+            saved = state_dict.get(prefix + name)
+            param = getattr(self, name)
+            if saved is not None and saved.shape != param.shape:
+                set_param(param, param.new_zeros(saved.shape))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _tucker_weight(self) -> Tensor:
         """The dense tensor in the layer's own mode order (for checks and reports only)."""
@@ -236,6 +259,3 @@ class USVConv2d(TuckerLayer):
         x = F.conv2d(x, kernel, None, self.stride, padding, self.dilation)
         return pointwise(x, self.u_out @ self.core, self.bias)
 
-
-def tucker_weight_params(shape: tuple[int, ...], ranks: Mapping[str, int], mode_names: tuple[str, ...]) -> int:
-    return tucker_params(shape, {mode_names.index(m): r for m, r in ranks.items()})

@@ -57,6 +57,10 @@ class CPDecomposition(Method):
         reports = []
         for name, conv in select_truncation_layers(model, c.layers, include_linear=False):
             w = conv.weight.detach()
+            if not isinstance(conv, nn.Conv2d):
+                reports.append(LayerReport(name, "linear", list(w.shape), [], w.numel(), w.numel(), compressed=False,
+                                           note="CP applies to convs: a matrix's CP is its SVD (use svd_truncation)"))
+                continue
             o, i, kh, kw = w.shape
             params = c.rank * (o + i + kh + kw)
             if c.skip_if_larger and params >= w.numel():

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tnbench.config import ConfigError, MethodConfig
-from tnbench.layers.tucker import TuckerLayer
+from tnbench.layers.tucker import TuckerLayer, set_param
 from tnbench.methods.base import LayerReport, Method, replace_module, select_layers
 from tnbench.tucker_math import (
     augment_basis, augmented_rank, clamp_rank, multi_mode_product, norm_loss, relative_error, resolve_rank,
@@ -90,20 +90,6 @@ def project_state(state: dict[str, Any], old_shape: torch.Size, matrices: dict[i
             continue
         mats = {a: (m * m if key in SECOND_MOMENT_KEYS else m).to(value.dtype) for a, m in matrices.items()}
         state[key] = multi_mode_product(value, mats).contiguous()
-
-
-def set_param(param: nn.Parameter, value: Tensor) -> None:
-    """Give `param` new values of any shape, keeping the Parameter object (and with it the
-    optimizer's param_groups and state keys). PyTorch caches a leaf's gradient accumulator
-    with the shape it had, and `.data = ...` only drops that cache when the dtype or device
-    changes: a graph still alive from an earlier step (a kept loss tensor) would otherwise
-    make the next backward fail on the old shape. A dtype round trip drops the cache."""
-    value = value.detach().contiguous()
-    if value.shape != param.shape:
-        other = torch.float64 if value.dtype != torch.float64 else torch.float32
-        param.data = value.to(other)
-    param.data = value
-    param.grad = None
 
 
 class RankAdaptiveIntegrator(L.Callback):
@@ -191,6 +177,15 @@ class RankAdaptiveIntegrator(L.Callback):
         }
         self.history.append(entry)
         return entry
+
+    # -- checkpoints: the layers take the saved shapes themselves (TuckerLayer), this keeps
+    # -- the rank history going across a resumed fit ------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history), "windows": self.windows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history[:] = state.get("history", [])
+        self.windows = int(state.get("windows", 0))
 
     # -- Lightning hooks -------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

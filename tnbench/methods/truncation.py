@@ -18,9 +18,9 @@ rel_error is an error.
 
 Layers (`method.layers`): all | all_but_first_last | a list of names (tnbench.methods.base
 semantics), or the depth presets `shallow` / `deep`: the first / second half of the model's
-convs (the shallow half takes the middle conv when their number is odd). Linear layers take
-part only with `method.include_linear=true`; a matrix has a single bipartition (OUT | IN), used
-whatever the cut.
+convs (the shallow half takes the middle conv when their number is odd). The presets take
+Linear layers only with `method.include_linear=true` (named layers are taken as named); a
+matrix has a single bipartition (OUT | IN), used whatever the cut.
 """
 from __future__ import annotations
 
@@ -55,8 +55,9 @@ class TruncationConfig(MethodConfig):
 
 
 def select_truncation_layers(model: nn.Module, spec: Any, include_linear: bool) -> list[tuple[str, nn.Module]]:
-    """`select_layers` plus the depth presets; Linear layers only with include_linear."""
-    if spec in DEPTH_PRESETS:
+    """`select_layers` plus the depth presets. The presets pick Linear layers only with
+    include_linear; layers named explicitly are taken as named."""
+    if isinstance(spec, str) and spec in DEPTH_PRESETS:
         convs = [(n, m) for n, m in compressible_layers(model) if isinstance(m, nn.Conv2d)]
         half = (len(convs) + 1) // 2
         chosen = convs[:half] if spec == "shallow" else convs[half:]
@@ -64,7 +65,7 @@ def select_truncation_layers(model: nn.Module, spec: Any, include_linear: bool) 
             raise ConfigError(f"method.layers={spec} selects no conv layer in this model ({len(convs)} convs)")
         return chosen
     chosen = select_layers(model, spec)
-    if not include_linear:
+    if spec in ("all", "all_but_first_last") and not include_linear:
         chosen = [(n, m) for n, m in chosen if isinstance(m, nn.Conv2d)]
     return chosen
 

@@ -37,6 +37,7 @@ class TuckerAdaptive(RankAdaptiveMethod):
         if isinstance(layer, nn.Conv2d):
             ranks = {m: self.start_rank(shape[CONV_MODES.index(m)]) for m in self.modes}
             return TuckerConv2d.from_dense(layer, ranks, tuple(ranks))[0]
+        # a Linear has only out/in; with adaptive_modes naming neither (kh/kw only), both adapt
         linear_modes = [m for m in self.modes if m in ("out", "in")] or ["out", "in"]
         ranks = {m: self.start_rank(shape[("out", "in").index(m)]) for m in linear_modes}
         return TuckerLinear.from_dense(layer, ranks, tuple(ranks))[0]

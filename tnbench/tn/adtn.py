@@ -36,6 +36,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
+LAYOUTS = ("flat", "dims")
 CHECKPOINT_MODES = ("auto", "none", "sqrt", "log")
 # "auto" keeps every intermediate state while they fit in this many bytes, else uses "sqrt"
 AUTO_KEEP_ALL_BYTES = 256 * 2**20
@@ -46,24 +47,24 @@ def qubits_for(n: int) -> int:
     return max(2, math.ceil(math.log2(max(n, 1))))
 
 
-LAYOUTS = ("flat", "dims")
-
-
 def pow2_shape(shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(1 << max(0, (int(d) - 1).bit_length()) for d in shape)
 
 
 def weight_layout(shapes: Sequence[Sequence[int]], layout: str = "flat") -> list[tuple[int, tuple[int, ...]]]:
     """(offset, block shape) of each weight in the group's vector: blocks follow each other in
-    the given order; a block is the weight's shape ("flat") or its power-of-two padding ("dims").
-    The weight is the block's leading corner."""
+    the given order; a block is the weight's shape ("flat") or its power-of-two padding ("dims",
+    aligned to its size). The weight is the block's leading corner."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     out, offset = [], 0
     for shape in shapes:
         block = tuple(int(d) for d in shape) if layout == "flat" else pow2_shape(shape)
+        size = math.prod(block)
+        if layout == "dims":  # start at a multiple of the block's size, so no carry mixes indices
+            offset = -(-offset // size) * size
         out.append((offset, block))
-        offset += math.prod(block)
+        offset += size
     return out
 
 

@@ -1,0 +1,514 @@
+"""The truncation experiment of arXiv 2403.14379 as one command: accuracy of one pretrained
+model, without retraining, after bipartition truncation of its conv kernels at every cut x a
+grid of norm losses x (each conv alone, and all convs together); optionally CP truncation at
+a grid of CP ranks. Plus the singular-value spectra of every conv along every cut.
+
+    python -m tnbench.studies.truncation dataset=fashion_mnist model=cnn4 [tnbench overrides]
+        [--norm-losses 0.05,0.1,...] [--cuts out,in,...] [--cp-ranks 4,8,16] [--out DIR]
+        [--eval-subset N] [--factorized] [--include-linear] [--threshold 1.0]
+
+Positional `key=value` arguments are tnbench config overrides (composed from conf/ like
+`python -m tnbench`, with method=svd_truncation and logger=none), so the dense model is the
+one the pipeline trains and caches for the same dataset/model/pipeline settings: it comes from
+the pretrain cache, or is pretrained (and cached) first. The data is loaded once; the test
+batches are built once and kept; every grid point restores the model from the in-memory
+state dict, truncates with the real `svd_truncation` / `cp` methods and evaluates. Points
+whose chosen ranks equal an earlier point's (coarse spectra, e.g. the KH cut) reuse its
+accuracy; points that truncate nothing take the dense accuracy.
+
+Outputs (default <paths.results_dir>/studies/truncation_<model>_<dataset>/):
+  truncation.csv          one row per (method, cut, target, layers): ranks, achieved norm loss
+                          and relative error, parameters, accuracy, accuracy drop
+  spectra.csv             singular values of every conv along every cut, with the norm loss and
+                          parameter share of keeping the top k
+  tolerated_norm_loss.csv per cut and layer setting, the largest grid norm loss whose accuracy
+                          (and that of every smaller one) stays within --threshold points
+  accuracy_by_cut.png      accuracy vs achieved norm loss, a panel per cut, a line per layer
+  accuracy_vs_relative_error.png  the same against the achieved relative error
+  accuracy_by_layer.png    the same, a panel per layer setting, a line per cut
+  accuracy_vs_compression.png  accuracy vs the weights the factorized form removes, per setting
+  spectra.png, norm_loss_vs_params.png  normalized spectra / norm loss vs factorized size, per conv
+  tolerated_norm_loss.png  tolerated norm loss vs depth of the layer truncated alone, per cut
+  study.json               settings, dense accuracy, evaluation counts, timings
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import lightning as L
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from tnbench.bipartition import CUTS, factorized_params, norm_losses, spectrum
+from tnbench.methods import METHODS, build_method
+from tnbench.methods.base import compressible_layers
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+DEFAULT_NORM_LOSSES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+ALL = "all"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m tnbench.studies.truncation",
+        description="Accuracy after post-training truncation (arXiv 2403.14379): every cut x norm loss x "
+                    "layer, no retraining. Positional key=value arguments are tnbench config overrides.")
+    p.add_argument("overrides", nargs="*", help="tnbench overrides, e.g. dataset=fashion_mnist model=cnn4")
+    p.add_argument("--norm-losses", default=",".join(map(str, DEFAULT_NORM_LOSSES)),
+                   help="comma-separated norm-loss targets in [0, 1) (default: %(default)s)")
+    p.add_argument("--cuts", default=",".join(CUTS), help="comma-separated cuts (default: all seven)")
+    p.add_argument("--cp-ranks", default="", help="comma-separated CP ranks for CP truncation rows (default: none)")
+    p.add_argument("--cp-iters", type=int, default=50, help="ALS sweeps at most per CP (default: %(default)s)")
+    p.add_argument("--out", default=None, help="output directory (default: <paths.results_dir>/studies/"
+                                               "truncation_<model>_<dataset>)")
+    p.add_argument("--eval-subset", type=int, default=0,
+                   help="evaluate on a fixed random subset of N test images (0: the whole test set)")
+    p.add_argument("--factorized", action="store_true",
+                   help="evaluate factorized layers instead of dense-reconstructed kernels (same numbers up to "
+                        "rounding, different speed)")
+    p.add_argument("--include-linear", action="store_true", help="also truncate Linear layers (OUT | IN)")
+    p.add_argument("--no-single-layers", action="store_true", help="only truncate all layers together")
+    p.add_argument("--plots-only", action="store_true",
+                   help="redraw the plots and tolerated_norm_loss.csv from the CSVs already in the output directory")
+    p.add_argument("--threshold", type=float, default=1.0,
+                   help="accuracy drop (points) still counted as 'little' in tolerated_norm_loss (default: %(default)s)")
+    return p.parse_args(argv)
+
+
+def _floats(text: str, name: str) -> list[float]:
+    from tnbench.config import ConfigError
+
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tnbench.config import register_configs
+    from tnbench.pipeline import check
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["method=svd_truncation", "logger=none", *overrides])
+    check(cfg)
+    return cfg
+
+
+def pretrained_model(cfg: DictConfig, work_dir: Path) -> tuple[nn.Module, Any, dict[str, Any], dict[str, int]]:
+    """The pipeline's dense model (pretrain cache, or pretrain and cache), its data module,
+    the pretrain record and the model's geometry."""
+    from tnbench.data import InMemoryDataModule
+    from tnbench.lit import Classifier
+    from tnbench.models import build_model
+    from tnbench.pipeline import Run, load_dataset, pretrain
+
+    data = load_dataset(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # as run_pipeline: same initial weights
+    geometry = {"in_channels": data.in_channels, "image_size": data.image_size, "num_classes": data.num_classes}
+    model = build_model(cfg.model.name, **geometry, **cfg.model.options)
+    module = Classifier(model, data.num_classes, channels_last=cfg.trainer.channels_last)
+    dm = InMemoryDataModule(data, batch_size=cfg.dataset.batch_size, eval_batch_size=cfg.dataset.eval_batch_size,
+                            seed=cfg.seed, channels_last=cfg.trainer.channels_last)
+    run = Run(cfg, work_dir, {})
+    pretrain(run, module, dm)
+    shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)  # epoch checkpoints of a finished pretraining
+    return module.model, dm, run.record, geometry
+
+
+def eval_batches(dm: Any, subset: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The test split as normalized batches, built once (optionally a fixed random subset)."""
+    from tnbench.data import subset_indices
+
+    d = dm.data
+    idx = subset_indices(len(d.test_y), subset or None, seed)
+    if idx is not None:
+        import dataclasses
+
+        dm = type(dm)(dataclasses.replace(d, test_x=d.test_x[idx], test_y=d.test_y[idx]), batch_size=dm.batch_size,
+                      eval_batch_size=dm.eval_batch_size, seed=dm.seed, channels_last=dm.channels_last)
+    return list(dm.test_dataloader())
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    model.eval()
+    correct = total = 0
+    for x, y in batches:
+        correct += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    return 100.0 * correct / total
+
+
+def layer_table(model: nn.Module, include_linear: bool) -> list[tuple[str, nn.Module]]:
+    kinds = (nn.Conv2d, nn.Linear) if include_linear else (nn.Conv2d,)
+    return [(n, m) for n, m in compressible_layers(model) if isinstance(m, kinds)]
+
+
+def spectra_frame(layers: list[tuple[str, nn.Module]], cuts: list[str]) -> pd.DataFrame:
+    rows = []
+    for depth, (name, layer) in enumerate(layers):
+        w = layer.weight.detach()
+        for cut in cuts if w.ndim == 4 else ["out"]:
+            s = spectrum(w, cut) if w.ndim == 4 else torch.linalg.svdvals(w.double())
+            losses = norm_losses(s)
+            for k in range(1, s.numel() + 1):
+                params = factorized_params(tuple(w.shape), cut, k) if w.ndim == 4 else k * sum(w.shape)
+                rows.append({"layer": name, "depth": depth, "shape": "x".join(map(str, w.shape)), "cut": cut,
+                             "k": k, "max_rank": s.numel(), "singular_value": float(s[k - 1]),
+                             "normalized": float(s[k - 1] / s[0]) if s[0] > 0 else 0.0,
+                             "norm_loss_keeping_k": float(losses[k]), "rank_fraction": k / s.numel(),
+                             "params_fraction": params / w.numel()})
+    return pd.DataFrame(rows)
+
+
+class Sweep:
+    """Restore -> truncate with a real method -> evaluate, with the memo described above."""
+
+    def __init__(self, cfg: DictConfig, model: nn.Module, geometry: dict[str, int], batches: list, factorized: bool):
+        self.cfg, self.model, self.geometry, self.batches = cfg, model, geometry, batches
+        self.factorized = factorized
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.memo: dict[Any, float] = {}
+        self.evaluations = 0
+        self.dense_acc = self.evaluate(model)
+
+    def evaluate(self, model: nn.Module) -> float:
+        self.evaluations += 1
+        return accuracy(model, self.batches)
+
+    def restored(self) -> nn.Module:
+        """The dense model as pretrained. Dense-reconstructed truncation keeps the module
+        structure, so the state dict is copied back in place; factorized truncation swaps
+        modules, so the model is rebuilt (same builder) and loaded."""
+        if self.factorized:
+            from tnbench.models import build_model
+
+            model = build_model(self.cfg.model.name, **self.geometry, **self.cfg.model.options)
+            model.load_state_dict(self.state)
+            if self.cfg.trainer.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            return model
+        self.model.load_state_dict(self.state)
+        return self.model
+
+    def point(self, method_cfg: dict[str, Any], memo_key: Any) -> tuple[float, list[Any], bool]:
+        """(accuracy, layer reports, whether it was evaluated) for one grid point."""
+        model = self.restored()
+        cfg = OmegaConf.merge(OmegaConf.structured(METHODS.get(method_cfg["name"]).config_class), method_cfg)
+        reports = build_method(cfg).compress(model)
+        untouched = all(r.extra.get("max_rank") == r.ranks[0] for r in reports) and method_cfg["name"] != "cp"
+        key = (memo_key, tuple((r.name, r.ranks[0]) for r in reports))
+        if untouched:
+            return self.dense_acc, reports, False
+        if key in self.memo:
+            return self.memo[key], reports, False
+        acc = self.evaluate(model)
+        self.memo[key] = acc
+        return acc, reports, True
+
+
+def row(method: str, cut: str, target_kind: str, target: float, setting: str, depth: Any, reports: list,
+        acc: float, dense_acc: float, evaluated: bool) -> dict[str, Any]:
+    dense = sum(r.weight_params_dense for r in reports)
+    fact = sum(min(r.extra.get("params_factorized", r.weight_params_dense), r.weight_params_dense) for r in reports)
+    losses = [r.norm_loss for r in reports]
+    return {
+        "method": method, "cut": cut, "target_kind": target_kind, "target": target, "layers": setting,
+        "depth": depth, "n_layers": len(reports),
+        "ranks": "/".join(str(r.ranks[0]) for r in reports),
+        "max_ranks": "/".join(str(r.extra.get("max_rank", "")) for r in reports),
+        "norm_loss": sum(losses) / len(losses), "norm_loss_max": max(losses),
+        "relative_error": sum(r.relative_error for r in reports) / len(reports),
+        "params_dense": dense, "params_factorized": fact, "compression_rate": 100.0 * (1 - fact / dense),
+        "accuracy": acc, "accuracy_dense": dense_acc, "accuracy_drop": dense_acc - acc, "evaluated": evaluated,
+    }
+
+
+def tolerated(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Per (cut, layers): the largest target norm loss such that it and every smaller target lose
+    at most `threshold` points."""
+    out = []
+    svd = table[table.method == "svd"]
+    for (cut, setting), g in svd.groupby(["cut", "layers"], sort=False):
+        g = g.sort_values("target")
+        ok = (g.accuracy_drop <= threshold).to_numpy()
+        n = len(ok) if ok.all() else int(ok.argmin())
+        out.append({"cut": cut, "layers": setting, "depth": g.depth.iloc[0],
+                    "tolerated_norm_loss": float(g.target.iloc[n - 1]) if n else 0.0,
+                    "drop_at_0.5": float(g[g.target == 0.5].accuracy_drop.iloc[0]) if (g.target == 0.5).any() else math.nan})
+    return pd.DataFrame(out)
+
+
+def plot_all(table: pd.DataFrame, spectra: pd.DataFrame, tol: pd.DataFrame, out: Path, title: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    settings = list(dict.fromkeys(table.layers))
+    singles = [s for s in settings if s != ALL]
+    cmap = plt.get_cmap("viridis")
+
+    def colour(setting: str):
+        if setting == ALL:
+            return "black"
+        return cmap(singles.index(setting) / max(len(singles) - 1, 1))
+
+    def save(fig, name: str) -> None:
+        fig.suptitle(title)
+        fig.tight_layout()
+        path = out / name
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+
+    dense = float(table.accuracy_dense.iloc[0])
+    panels = list(dict.fromkeys(table.cut))
+    x_axes = {"norm_loss": "norm loss 1 - ||W_t|| / ||W||", "relative_error": "relative error ||W - W_t|| / ||W||"}
+    for x, name in (("norm_loss", "accuracy_by_cut.png"), ("relative_error", "accuracy_vs_relative_error.png")):
+        ncol = min(4, len(panels))
+        nrow = math.ceil(len(panels) / ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False, sharey=True)
+        for ax, cut in zip(axes.flat, panels):
+            for setting in settings:
+                g = table[(table.cut == cut) & (table.layers == setting)].sort_values(x)
+                if len(g):
+                    ax.plot(g[x], g.accuracy, "o-", ms=3, color=colour(setting), label=setting,
+                            lw=2 if setting == ALL else 1)
+            ax.axhline(dense, color="grey", ls=":", lw=1)
+            ax.set_title(f"cut {cut}" if cut != "cp" else "CP decomposition")
+            ax.set_xlabel(x_axes[x] + (" (mean over layers)" if len(singles) > 1 else ""), fontsize=8)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("test accuracy (%)")
+        for ax in list(axes.flat)[len(panels):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7, title="layers (shallow->deep)", title_fontsize=7)
+        save(fig, name)
+
+    ncol = min(4, len(settings))
+    nrow = math.ceil(len(settings) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False, sharey=True)
+    cut_colours = {c: plt.get_cmap("tab10")(i) for i, c in enumerate(panels)}
+    for ax, setting in zip(axes.flat, settings):
+        for cut in panels:
+            g = table[(table.cut == cut) & (table.layers == setting)].sort_values("norm_loss")
+            if len(g):
+                ax.plot(g.norm_loss, g.accuracy, "o-", ms=3, color=cut_colours[cut], label=cut,
+                        lw=2 if cut == "out" else 1)
+        ax.axhline(dense, color="grey", ls=":", lw=1)
+        ax.set_title(f"layers: {setting}")
+        ax.set_xlabel("norm loss")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy (%)")
+    for ax in list(axes.flat)[len(settings):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, title="cut", title_fontsize=7)
+    save(fig, "accuracy_by_layer.png")
+
+    # the same points against what the factorized form would save: a fair comparison of cuts,
+    # whose ranks cost very different numbers of parameters
+    ncol = min(4, len(settings))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False, sharey=True)
+    for ax, setting in zip(axes.flat, settings):
+        for cut in panels:
+            g = table[(table.cut == cut) & (table.layers == setting)].sort_values("compression_rate")
+            if len(g):
+                ax.plot(g.compression_rate, g.accuracy, "o-", ms=3, color=cut_colours[cut], label=cut,
+                        lw=2 if cut == "out" else 1)
+        ax.axhline(dense, color="grey", ls=":", lw=1)
+        ax.set_title(f"layers: {setting}")
+        ax.set_xlabel("weights removed if factorized (%)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy (%)")
+    for ax in list(axes.flat)[len(settings):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, title="cut", title_fontsize=7)
+    save(fig, "accuracy_vs_compression.png")
+
+    layers = list(dict.fromkeys(spectra.layer))
+    ncol = min(4, len(layers))
+    nrow = math.ceil(len(layers) / ncol)
+    for name, x, y, ylabel, log in [("spectra.png", "rank_fraction", "normalized", "s_k / s_1", True),
+                                    ("norm_loss_vs_params.png", "params_fraction", "norm_loss_keeping_k",
+                                     "norm loss keeping top k", False)]:
+        fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False)
+        for ax, layer in zip(axes.flat, layers):
+            g = spectra[spectra.layer == layer]
+            for cut, gc in g.groupby("cut", sort=False):
+                ax.plot(gc[x], gc[y], ".-", ms=3, lw=1, label=cut, color=cut_colours.get(cut))
+            ax.set_title(f"{layer} ({g['shape'].iloc[0]})", fontsize=9)
+            ax.set_xlabel("k / max rank" if x == "rank_fraction" else "factorized params / dense (top k kept)")
+            if log:
+                ax.set_yscale("log")
+            else:
+                ax.axvline(1.0, color="grey", ls=":", lw=1)
+        for ax in axes[:, 0]:
+            ax.set_ylabel(ylabel)
+        for ax in list(axes.flat)[len(layers):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7, title="cut", title_fontsize=7)
+        save(fig, name)
+
+    if len(tol):
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for cut, g in tol[tol.layers != ALL].groupby("cut", sort=False):
+            ax.plot(g.depth, g.tolerated_norm_loss, "o-", label=cut, color=cut_colours.get(cut))
+        ax.set_xticks(range(len(singles)), singles, rotation=30, fontsize=8)
+        ax.set_xlabel("layer truncated alone (shallow -> deep)")
+        ax.set_ylabel("largest norm loss within threshold")
+        ax.legend(fontsize=7, title="cut", title_fontsize=7)
+        save(fig, "tolerated_norm_loss.png")
+    return written
+
+
+def summarize(table: pd.DataFrame, spectra: pd.DataFrame, out: Path, threshold: float) -> list[Path]:
+    """tolerated_norm_loss.csv and every plot, from the two tables."""
+    tol = tolerated(table, threshold)
+    tol.to_csv(out / "tolerated_norm_loss.csv", index=False)
+    title = (f"{table.model.iloc[0]} on {table.dataset.iloc[0]}: truncation without retraining "
+             f"(dense {table.accuracy_dense.iloc[0]:.2f}%)")
+    return plot_all(table, spectra, tol, out, title)
+
+
+def replot(out: Path, threshold: float) -> Path:
+    from tnbench.config import ConfigError
+
+    try:
+        table, spectra = pd.read_csv(out / "truncation.csv"), pd.read_csv(out / "spectra.csv")
+    except OSError:
+        raise ConfigError(f"--plots-only needs truncation.csv and spectra.csv in {out}; run the study first") from None
+    plots = summarize(table, spectra, out, threshold)
+    meta_path = out / "study.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        meta.update(threshold=threshold, files=["truncation.csv", "spectra.csv", "tolerated_norm_loss.csv",
+                                                *[p.name for p in plots]])
+        meta_path.write_text(json.dumps(meta, indent=2, default=str))
+    print("\n".join(map(str, plots)))
+    return out
+
+
+def run_study(args: argparse.Namespace) -> Path:
+    from tnbench.bipartition import CUTS as KNOWN_CUTS
+    from tnbench.config import ConfigError
+
+    t_start = time.perf_counter()
+    targets = _floats(args.norm_losses, "--norm-losses")
+    bad = [t for t in targets if not 0.0 <= t < 1.0]
+    if not targets or bad:
+        raise ConfigError(f"--norm-losses must be values in [0, 1), got {args.norm_losses!r}")
+    cuts = [c.strip() for c in args.cuts.split(",") if c.strip()]
+    unknown = [c for c in cuts if c not in KNOWN_CUTS]
+    if not cuts or unknown:
+        raise ConfigError(f"--cuts must name cuts among {', '.join(KNOWN_CUTS)}; got {args.cuts!r}")
+    cp_ranks = [int(r) for r in _floats(args.cp_ranks, "--cp-ranks")]
+    if any(r < 1 for r in cp_ranks):
+        raise ConfigError(f"--cp-ranks must be >= 1, got {args.cp_ranks!r}")
+    if args.eval_subset < 0:
+        raise ConfigError(f"--eval-subset must be >= 0, got {args.eval_subset}")
+
+    cfg = compose_config(args.overrides)
+    out = Path(args.out or Path(cfg.paths.results_dir) / "studies" / f"truncation_{cfg.model.name}_{cfg.dataset.name}")
+    if args.plots_only:
+        return replot(out, args.threshold)
+    out.mkdir(parents=True, exist_ok=True)
+    model, dm, pre, geometry = pretrained_model(cfg, out / "pretrain")
+    t_pre = time.perf_counter() - t_start
+    batches = eval_batches(dm, args.eval_subset, cfg.seed)
+    sweep = Sweep(cfg, model, geometry, batches, args.factorized)
+    layers = layer_table(model, args.include_linear)
+    names = [n for n, _ in layers]
+    settings = ([] if args.no_single_layers else [(n, [n], d) for d, n in enumerate(names)]) + [(ALL, names, None)]
+    spectra = spectra_frame(layers, cuts)
+    spectra.to_csv(out / "spectra.csv", index=False)
+
+    base = OmegaConf.to_container(cfg.method, resolve=True)
+    rows = []
+    t0 = time.perf_counter()
+    for cut in cuts:
+        for target in targets:
+            for setting, chosen, depth in settings:
+                mcfg = {**base, "cut": cut, "norm_loss": target, "rank": None, "rel_error": None, "layers": chosen,
+                        "factorized": args.factorized, "include_linear": args.include_linear}
+                acc, reports, evaluated = sweep.point(mcfg, ("svd", cut))
+                rows.append(row("svd", cut, "norm_loss", target, setting, depth, reports, acc, sweep.dense_acc, evaluated))
+        print(f"cut {cut}: done ({sweep.evaluations} evaluations so far, {time.perf_counter() - t0:.0f}s)", flush=True)
+    for rank in cp_ranks:
+        for setting, chosen, depth in settings:
+            mcfg = {"name": "cp", "rank": rank, "layers": [n for n in chosen if isinstance(dict(layers)[n], nn.Conv2d)],
+                    "n_iter_max": args.cp_iters, "factorized": args.factorized, "skip_if_larger": False,
+                    "seed": cfg.seed}
+            if not mcfg["layers"]:
+                continue
+            acc, reports, evaluated = sweep.point(mcfg, ("cp", rank))
+            rows.append(row("cp", "cp", "cp_rank", rank, setting, depth, reports, acc, sweep.dense_acc, evaluated))
+        print(f"CP rank {rank}: done ({time.perf_counter() - t0:.0f}s)", flush=True)
+    sweep.restored()  # leave the model as pretrained
+
+    table = pd.DataFrame(rows)
+    table.insert(0, "model", cfg.model.name)
+    table.insert(1, "dataset", cfg.dataset.name)
+    table.to_csv(out / "truncation.csv", index=False)
+    plots = summarize(table, spectra, out, args.threshold)
+    meta = {
+        "command": " ".join(["python -m tnbench.studies.truncation", *args.argv]),
+        "paper": "arXiv 2403.14379",
+        "model": cfg.model.name, "dataset": cfg.dataset.name,
+        "norm_loss_definition": "1 - ||W_trunc||_F / ||W||_F", "relative_error_definition": "||W - W_trunc||_F / ||W||_F",
+        "norm_losses": targets, "cuts": cuts, "cp_ranks": cp_ranks, "layers": names, "factorized": args.factorized,
+        "eval_images": sum(len(y) for _, y in batches), "accuracy_dense_eval": sweep.dense_acc,
+        "acc_pretrain_full_test": pre.get("acc_pretrain"), "pretrain_checkpoint": pre.get("pretrain_checkpoint"),
+        "pretrain_cache_hit": pre.get("pretrain_cache_hit"), "evaluations": sweep.evaluations, "points": len(table),
+        "threshold": args.threshold, "time_pretrain_s": t_pre, "time_sweep_s": time.perf_counter() - t0,
+        "time_total_s": time.perf_counter() - t_start,
+        "config": OmegaConf.to_container(cfg, resolve=False),
+        "files": ["truncation.csv", "spectra.csv", "tolerated_norm_loss.csv", *[p.name for p in plots]],
+    }
+    (out / "study.json").write_text(json.dumps(meta, indent=2, default=str))
+    print(f"{len(table)} points ({sweep.evaluations} evaluations) in {meta['time_sweep_s']:.0f}s -> {out}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    args.argv = argv
+    return run_study(args)
+
+
+def cli() -> None:
+    """Bad input (overrides, grid options) costs one line on stderr and exit code 2."""
+    from tnbench.config import register_configs
+    from tnbench.jobs import preflight
+    from tnbench.pipeline import USER_ERRORS
+
+    argv = sys.argv[1:]
+    register_configs()
+    problem = preflight(["method=svd_truncation", "logger=none", *parse_args(argv).overrides], CONFIG_DIR)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        main(argv)
+    except USER_ERRORS as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()
