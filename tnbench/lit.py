@@ -53,7 +53,7 @@ class Classifier(L.LightningModule):
         self.optim_cfg: Any = None
         self.epochs = 1
         self.history: list[float] = []  # test accuracy after each training epoch of a fit
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self._sums = torch.zeros(3)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -63,12 +63,6 @@ class Classifier(L.LightningModule):
         if self.channels_last:  # layers swapped in by a method arrive contiguous
             self.model.to(memory_format=torch.channels_last)
         return self
-
-    def on_train_epoch_start(self) -> None:
-        # Dropout and any other in-model randomness restart from a per-epoch seed, so a run
-        # resumed from an epoch checkpoint draws exactly what the uninterrupted run drew.
-        offset = {"pretrain": 0, "retrain": 100_000}.get(self.stage_name, 200_000)
-        torch.manual_seed(self.seed * 1_000_003 + offset + self.current_epoch)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tnbench"] = {"stage": self.stage_name, "history": list(self.history)}
@@ -87,15 +81,29 @@ class Classifier(L.LightningModule):
         # there (and on the epoch mean below).
         if (loss.device.type == "cpu" or batch_idx % 50 == 0) and not torch.isfinite(loss):
             raise Diverged(self.stage_name, self.global_step, f"training loss became {float(loss)}")
-        self.train_acc.update(logits.detach(), y)
-        self.log(f"{self.stage_name}/train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True)
+        # Epoch sums as plain tensors: Lightning's self.log and torchmetrics cost ~1 ms a step,
+        # 10% of a LeNet-5 step on CPU (results/bench/train_epoch.md). Logged per step only
+        # every log_every_n_steps, for the curves.
+        with torch.no_grad():
+            n = y.new_tensor(y.numel())
+            self._sums += torch.stack([loss.detach().float() * n, (logits.argmax(1) == y).sum().float(), n.float()])
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            self.log(f"{self.stage_name}/train_loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        # Dropout and any other in-model randomness restart from a per-epoch seed, so a run
+        # resumed from an epoch checkpoint draws exactly what the uninterrupted run drew.
+        offset = {"pretrain": 0, "retrain": 100_000}.get(self.stage_name, 200_000)
+        torch.manual_seed(self.seed * 1_000_003 + offset + self.current_epoch)
+        self._sums = torch.zeros(3, device=self.device)  # loss * n, correct, n
+
     def on_train_epoch_end(self) -> None:
-        self.log(f"{self.stage_name}/train_acc", self.train_acc.compute() * 100.0)
-        self.train_acc.reset()
-        loss = self.trainer.callback_metrics.get(f"{self.stage_name}/train_loss_epoch")
-        if loss is not None and not torch.isfinite(loss):
+        sums = self.trainer.strategy.reduce(self._sums, reduce_op="sum")  # over DDP ranks
+        loss, acc = sums[0] / sums[2].clamp(min=1), 100.0 * sums[1] / sums[2].clamp(min=1)
+        self.log(f"{self.stage_name}/train_loss_epoch", loss)
+        self.log(f"{self.stage_name}/train_acc", acc)
+        if not torch.isfinite(loss):
             raise Diverged(self.stage_name, self.global_step, f"training loss became {float(loss)}")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

@@ -61,7 +61,7 @@ def load_dataset(cfg: DictConfig) -> TensorData:
 def pretrain_spec(cfg: DictConfig) -> dict[str, Any]:
     """What determines the dense model: the cache key. Paths, loggers and the method do not."""
     d = OmegaConf.to_container(cfg.dataset, resolve=True)
-    for k in ("data_dir", "download", "eval_batch_size"):
+    for k in ("data_dir", "download", "eval_batch_size", "test_subset"):  # none changes the weights
         d.pop(k, None)
     return {
         "dataset": d,
