@@ -208,6 +208,12 @@ def test_truncation_configs_compose():
     build_method(cfg.method)
 
 
+def test_cp_truncation_is_cp_without_retraining():
+    cfg = compose(["method=cp_truncation"])
+    assert cfg.method.name == "cp" and cfg.pipeline.retrain_epochs == 0
+    assert compose(["method=cp"]).pipeline.retrain_epochs > 0
+
+
 @pytest.mark.parametrize("stride,padding,dilation,kernel", GEOMETRIES)
 def test_cp_layer_equals_dense_reconstruction_of_its_factors(stride, padding, dilation, kernel):
     conv = random_conv(stride, padding, dilation, kernel)
@@ -278,7 +284,7 @@ def test_study_command_writes_table_and_plots(tmp_path):
     # the out cut of features.3 (16 x 6*5*5) has 16 singular values
     assert len(spectra[(spectra.layer == "features.3") & (spectra.cut == "out")]) == 16
     for name in ("accuracy_by_cut.png", "accuracy_vs_relative_error.png", "accuracy_by_layer.png",
-                 "accuracy_vs_compression.png", "spectra.png", "norm_loss_vs_params.png", "tolerated_norm_loss.png",
+                 "accuracy_vs_compression.png", "spectra.png", "norm_loss_vs_params.png", "depth_summary.png",
                  "tolerated_norm_loss.csv", "study.json"):
         assert (out / name).stat().st_size > 0, name
 

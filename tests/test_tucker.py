@@ -335,10 +335,15 @@ def test_a_resumed_fit_restores_the_adapted_shapes_and_history(tmp_path):
     assert [e["epoch"] for e in again.history] == [0, 1, 2]
 
 
-def test_augmentation_keeps_the_function_and_truncation_at_tiny_tau_too():
+@pytest.mark.parametrize("modes,augmented,start", [
+    (["out", "in"], [[12, 12], [12, 12]], [[6, 6], [6, 6]]),
+    (["out", "in", "kh", "kw"], [[12, 12, 5, 5], [12, 12]], [[6, 6, 5, 5], [6, 6]]),  # 5x5 kernel modes: full
+])
+def test_augmentation_keeps_the_function_and_truncation_at_tiny_tau_too(modes, augmented, start):
     torch.manual_seed(11)
     model = build_model("lenet5_dlrt", in_channels=1, image_size=28, num_classes=10).double()
-    m = build_method(method_cfg("tucker_adaptive", tau=1e-6, r_min=1, layers=LENET_LAYERS[1:], rank_init=6))
+    m = build_method(method_cfg("tucker_adaptive", tau=1e-6, r_min=1, layers=LENET_LAYERS[1:], rank_init=6,
+                                adaptive_modes=modes))
     m.compress(model)
     cb = m.callbacks()[0]
     x, y = torch.randn(16, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (16,))
@@ -353,12 +358,13 @@ def test_augmentation_keeps_the_function_and_truncation_at_tiny_tau_too():
                 import contextlib
                 return contextlib.nullcontext()
 
+    assert [l.ranks() for _, l in m.layers] == start
     cb.augment(Trainer, model, (x, y))
-    assert all(l.ranks() == [12, 12] for _, l in m.layers)
+    assert [l.ranks() for _, l in m.layers] == augmented
     for (_, l), w in zip(m.layers, before):
         assert torch.allclose(l.dense_weight(), w, atol=1e-12)
-    cb.truncate(Trainer)  # the padded directions carry nothing: back to rank 6, same weights
-    assert all(l.ranks() == [6, 6] for _, l in m.layers)
+    cb.truncate(Trainer)  # the padded directions carry nothing: back to the start, same weights
+    assert [l.ranks() for _, l in m.layers] == start
     for (_, l), w in zip(m.layers, before):
         assert torch.allclose(l.dense_weight(), w, atol=1e-10)
 

@@ -240,9 +240,16 @@ class Bench:
         build = time.perf_counter() - t0
         wall, cpu, main, _ = timed(lambda: trainer.fit(module, datamodule=dm))
         loss = trainer.callback_metrics.get("pretrain/train_loss_epoch")
-        return {"wall": wall, "cpu": cpu, "main_cpu": main, "steps": int(trainer.global_step), "changed": changed(before, module.model),
-                "loss_epoch": None if loss is None else float(loss), "val_epochs": len(module.history),
+        return {"wall": wall, "cpu": cpu, "main_cpu": main, "steps": int(trainer.global_step),
+                "changed": changed(before, module.model), "loss_epoch": None if loss is None else float(loss),
+                "val_epochs": len(module.history),
                 "make_trainer_s": build, "first_weight_equal": torch.equal(before[0], snapshot(self.new_model())[0])}
+
+
+def env_prefix() -> str:
+    """The TNBENCH_BENCH_* settings of this run, as they must prefix the command to reproduce it."""
+    keys = ("TNBENCH_BENCH_REPS", "TNBENCH_BENCH_THREADS")
+    return "".join(f"{k}={os.environ[k]} " for k in keys if os.environ.get(k))
 
 
 def summarise(times: list[float]) -> dict[str, Any]:
@@ -251,7 +258,7 @@ def summarise(times: list[float]) -> dict[str, Any]:
 
 
 def write_results(results_dir: Path, bench: Bench, runs: dict[str, list[dict[str, Any]]], started: str,
-                  threads_before: int) -> dict[str, Any]:
+                  threads_at_start: int) -> dict[str, Any]:
     import lightning
     import torchvision
 
@@ -262,7 +269,7 @@ def write_results(results_dir: Path, bench: Bench, runs: dict[str, list[dict[str
               for k in ("harness", "torchvision")}
     out: dict[str, Any] = {
         "benchmark": "one LeNet-5 Fashion-MNIST training epoch: tnbench harness vs bare PyTorch loop",
-        "commands": {k: (f"TNBENCH_BENCH_THREADS={THREADS} {c}" if THREADS else c) for k, c in COMMANDS.items()},
+        "commands": {k: f"{env_prefix()}{c}" for k, c in COMMANDS.items()},
         "date": started,
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -272,7 +279,7 @@ def write_results(results_dir: Path, bench: Bench, runs: dict[str, list[dict[str
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "threads_set_by": "TNBENCH_BENCH_THREADS" if THREADS else "torch default",
-        "threads_before_harness": threads_before,
+        "threads_at_start": threads_at_start,
         "interop_threads": torch.get_num_interop_threads(),
         "device": "cpu",
         "dtype": "float32",
@@ -295,7 +302,8 @@ def write_results(results_dir: Path, bench: Bench, runs: dict[str, list[dict[str
         "variants": {
             k: {**summarise([r["wall"] for r in v]), "cpu_s": [round(r["cpu"], 4) for r in v],
                 "main_thread_cpu_s": [round(r["main_cpu"], 4) for r in v],
-                "steps": [r["steps"] for r in v], "loadavg_1min_before": [round(r["loadavg_1min_before"], 2) for r in v]}
+                "steps": [r["steps"] for r in v],
+                "loadavg_1min_before": [round(r["loadavg_1min_before"], 2) for r in v]}
             for k, v in runs.items()
         },
         "ratios": {
@@ -344,16 +352,16 @@ def write_results(results_dir: Path, bench: Bench, runs: dict[str, list[dict[str
         ratio = 1.0 if k == "bare" else med[k] / med["bare"]
         lines.append(f"| {names[k]} | {', '.join(f'{t:.2f}' for t in v['times_s'])} | {v['median_s']:.2f} | "
                      f"{ratio:.3f} | {', '.join(f'{x:.1f}' for x in v['loadavg_1min_before'])} |")
-    t = out["target"]
+    t, r = out["target"], out["ratios"]
     lines += [
         "",
         f"Target harness/bare <= {TARGET_RATIO}: {'met' if t['harness_over_bare_met'] else 'NOT met'} "
-        f"({out['ratios']['harness_over_bare']:.3f}; ratio of minima {out['ratios']['harness_over_bare_of_minima']:.3f}, "
-        f"median of per-repetition ratios {out['ratios']['harness_over_bare_median_of_paired']:.3f}); "
+        f"({r['harness_over_bare']:.3f}; ratio of minima {r['harness_over_bare_of_minima']:.3f}, "
+        f"median of per-repetition ratios {r['harness_over_bare_median_of_paired']:.3f}); "
         f"harness faster than torchvision DataLoader: {'yes' if t['harness_faster_than_torchvision'] else 'no'}.",
         "",
-        f"Main-thread CPU time ratio harness/bare: {out['ratios']['harness_over_bare_main_thread_cpu']:.3f} "
-        f"(torchvision/bare {out['ratios']['torchvision_over_bare_main_thread_cpu']:.3f}); with one intra-op thread "
+        f"Main-thread CPU time ratio harness/bare: {r['harness_over_bare_main_thread_cpu']:.3f} "
+        f"(torchvision/bare {r['torchvision_over_bare_main_thread_cpu']:.3f}); with one intra-op thread "
         "this is the figure least disturbed by other processes.",
         "",
         "Other processes may share the CPUs; the repetitions are interleaved so load hits all variants alike, "
@@ -371,7 +379,7 @@ def test_train_epoch(tmp_path: Path, results_dir: Path, compose_config: Callable
     if THREADS:
         torch.set_num_threads(THREADS)
     bench = Bench(tmp_path, compose_config)
-    threads_before = torch.get_num_threads()
+    threads_at_start = torch.get_num_threads()
 
     # Warm-up: imports, allocator, oneDNN primitives, Lightning's first-fit work; untimed.
     bench.bare(max_batches=WARMUP_BATCHES)
@@ -387,7 +395,7 @@ def test_train_epoch(tmp_path: Path, results_dir: Path, compose_config: Callable
             runs[name].append({**run(), "loadavg_1min_before": load})
         print(f"\nrep {rep}: " + ", ".join(f"{k} {v[-1]['wall']:.2f}s" for k, v in runs.items()), flush=True)
 
-    out = write_results(results_dir, bench, runs, started, threads_before)
+    out = write_results(results_dir, bench, runs, started, threads_at_start)
     print(json.dumps({"medians_s": {k: v["median_s"] for k, v in out["variants"].items()},
                       "ratios": {k: v for k, v in out["ratios"].items() if not k.endswith("per_rep")}}, indent=2))
 

@@ -5,7 +5,7 @@ a grid of CP ranks. Plus the singular-value spectra of every conv along every cu
 
     python -m tnbench.studies.truncation dataset=fashion_mnist model=cnn4 [tnbench overrides]
         [--norm-losses 0.05,0.1,...] [--cuts out,in,...] [--cp-ranks 4,8,16] [--out DIR]
-        [--eval-subset N] [--factorized] [--include-linear] [--threshold 1.0]
+        [--eval-subset N] [--factorized] [--include-linear] [--threshold 1.0] [--plots-only]
 
 Positional `key=value` arguments are tnbench config overrides (composed from conf/ like
 `python -m tnbench`, with method=svd_truncation and logger=none), so the dense model is the
@@ -28,7 +28,8 @@ Outputs (default <paths.results_dir>/studies/truncation_<model>_<dataset>/):
   accuracy_by_layer.png    the same, a panel per layer setting, a line per cut
   accuracy_vs_compression.png  accuracy vs the weights the factorized form removes, per setting
   spectra.png, norm_loss_vs_params.png  normalized spectra / norm loss vs factorized size, per conv
-  tolerated_norm_loss.png  tolerated norm loss vs depth of the layer truncated alone, per cut
+  depth_summary.png        accuracy drop at norm loss 0.3 and 0.5, and the tolerated norm loss,
+                           against the depth of the layer truncated alone, per cut
   study.json               settings, dense accuracy, evaluation counts, timings
 """
 from __future__ import annotations
@@ -125,7 +126,8 @@ def pretrained_model(cfg: DictConfig, work_dir: Path) -> tuple[nn.Module, Any, d
                             seed=cfg.seed, channels_last=cfg.trainer.channels_last)
     run = Run(cfg, work_dir, {})
     pretrain(run, module, dm)
-    shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)  # epoch checkpoints of a finished pretraining
+    if cfg.pipeline.pretrain_cache:  # the weights are in the cache: drop the run's scratch (epoch checkpoints)
+        shutil.rmtree(work_dir, ignore_errors=True)
     return module.model, dm, run.record, geometry
 
 
@@ -253,7 +255,8 @@ def tolerated(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def plot_all(table: pd.DataFrame, spectra: pd.DataFrame, tol: pd.DataFrame, out: Path, title: str) -> list[Path]:
+def plot_all(table: pd.DataFrame, spectra: pd.DataFrame, tol: pd.DataFrame, out: Path, title: str,
+             threshold: float) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -364,15 +367,28 @@ def plot_all(table: pd.DataFrame, spectra: pd.DataFrame, tol: pd.DataFrame, out:
         axes.flat[0].legend(fontsize=7, title="cut", title_fontsize=7)
         save(fig, name)
 
-    if len(tol):
-        fig, ax = plt.subplots(figsize=(6, 3.6))
+    svd_singles = table[(table.method == "svd") & (table.layers != ALL)]
+    if singles and len(svd_singles):
+        # depth: the drop at a few fixed targets, and the tolerated norm loss (noisier: one
+        # point of accuracy on a small eval set is a handful of images)
+        grid = sorted(svd_singles.target.unique())
+        shown = [t for t in (0.3, 0.5) if t in grid] or grid[len(grid) // 2:len(grid) // 2 + 1]
+        fig, axes = plt.subplots(1, len(shown) + 1, figsize=(4.5 * (len(shown) + 1), 3.6), squeeze=False)
+        for ax, target in zip(axes.flat, shown):
+            at = svd_singles[svd_singles.target == target]
+            for cut, g in at.groupby("cut", sort=False):
+                ax.plot(g.depth, g.accuracy_drop, "o-", label=cut, color=cut_colours.get(cut))
+            ax.set_title(f"target norm loss {target}")
+            ax.set_ylabel("accuracy drop (points)")
+        ax = axes.flat[len(shown)]
         for cut, g in tol[tol.layers != ALL].groupby("cut", sort=False):
             ax.plot(g.depth, g.tolerated_norm_loss, "o-", label=cut, color=cut_colours.get(cut))
-        ax.set_xticks(range(len(singles)), singles, rotation=30, fontsize=8)
-        ax.set_xlabel("layer truncated alone (shallow -> deep)")
-        ax.set_ylabel("largest norm loss within threshold")
-        ax.legend(fontsize=7, title="cut", title_fontsize=7)
-        save(fig, "tolerated_norm_loss.png")
+        ax.set_title(f"largest norm loss within {threshold:g} points")
+        for ax in axes.flat:
+            ax.set_xticks(range(len(singles)), singles, rotation=30, fontsize=8)
+            ax.set_xlabel("layer truncated alone (shallow -> deep)")
+        axes.flat[0].legend(fontsize=7, title="cut", title_fontsize=7)
+        save(fig, "depth_summary.png")
     return written
 
 
@@ -382,7 +398,7 @@ def summarize(table: pd.DataFrame, spectra: pd.DataFrame, out: Path, threshold: 
     tol.to_csv(out / "tolerated_norm_loss.csv", index=False)
     title = (f"{table.model.iloc[0]} on {table.dataset.iloc[0]}: truncation without retraining "
              f"(dense {table.accuracy_dense.iloc[0]:.2f}%)")
-    return plot_all(table, spectra, tol, out, title)
+    return plot_all(table, spectra, tol, out, title, threshold)
 
 
 def replot(out: Path, threshold: float) -> Path:
@@ -419,10 +435,15 @@ def run_study(args: argparse.Namespace) -> Path:
     cp_ranks = [int(r) for r in _floats(args.cp_ranks, "--cp-ranks")]
     if any(r < 1 for r in cp_ranks):
         raise ConfigError(f"--cp-ranks must be >= 1, got {args.cp_ranks!r}")
+    if args.cp_iters < 1:
+        raise ConfigError(f"--cp-iters must be >= 1, got {args.cp_iters}")
     if args.eval_subset < 0:
         raise ConfigError(f"--eval-subset must be >= 0, got {args.eval_subset}")
 
     cfg = compose_config(args.overrides)
+    if cfg.method.name != "svd_truncation":
+        raise ConfigError(f"the study chooses the methods itself (svd_truncation, and cp with --cp-ranks); "
+                          f"drop method={cfg.method.name}")
     out = Path(args.out or Path(cfg.paths.results_dir) / "studies" / f"truncation_{cfg.model.name}_{cfg.dataset.name}")
     if args.plots_only:
         return replot(out, args.threshold)
