@@ -28,6 +28,22 @@ BAD_INPUT = [
     (["dataset.batch_size=0"], "dataset.batch_size must be >= 1"),
     (["method.layers=[conv9]"], None),  # layer names are checked against the model at compress time
     (["method=none,svd", "method.rank=4,0"], "method.rank must be >= 1, got 0"),  # every sweep value is checked
+    # every method's own parameters
+    (["method=svd_truncation", "method.cut=diag"], "method.cut must be one of out, in, kh, kw, out_in, out_kh, out_kw; got 'diag'"),
+    (["method=svd_truncation", "method.norm_loss=1.5"], "method.norm_loss must be in [0, 1), got 1.5"),
+    (["method=cp", "method.rank=0"], "method.rank must be >= 1, got 0"),
+    (["method=tucker", "method.ranks=[0,4]"], "method.ranks entries must be integers >= 1 or fractions in (0, 1]"),
+    (["method=tucker_adaptive", "method.tau=1.5"], "method.tau must be in (0, 1), got 1.5"),
+    (["method=tucker_adaptive", "method.r_min=50", "method.r_max=10"], "method.r_min (50) must be <= method.r_max (10)"),
+    (["method=dlrt", "method.tau=0"], "method.tau must be in (0, 1)"),
+    (["method=mpo", "method.bond_dim=0"], "method.bond_dim must be >= 1, got 0"),
+    (["method=tt", "method.tolerance=[2,1000]"], "method.tolerance a must be in (0, 1], got 2.0"),
+    (["method=tt", "method.init=magic"], "method.init must be one of decompose, partial_norm, log_norm, gaussian"),
+    (["method=adtn", "method.depth=0"], "method.depth must be >= 1, got 0"),
+    # paths, data and types
+    (["paths.results_dir=/etc/passwd/x"], "paths.results_dir=/etc/passwd/x is not writable"),
+    (["dataset.train_subset=-5"], "dataset.train_subset must be >= 0 or null, got -5"),
+    (["dataset=synthetic", "dataset.image_size=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
 ]
 
 
