@@ -142,7 +142,7 @@ def test_fit_approaches_a_low_entanglement_target(orthogonal, scale):
         gen.scale.fill_(float(target.norm()))
     fit = fit_generator(gen, target, steps=300, lr=0.05, tol=1e-4, patience=None, scale=scale)
     assert fit["initial_distance"] > 0.5
-    assert fit["final_distance"] < 0.05 * fit["initial_distance"], fit["final_distance"]
+    assert fit["final_distance"] < 0.1 * fit["initial_distance"], fit["final_distance"]
     achieved = float((gen().detach() - target).norm() / target.norm())
     assert achieved == pytest.approx(fit["final_distance"], rel=1e-6)
 
