@@ -335,6 +335,18 @@ def test_a_resumed_fit_restores_the_adapted_shapes_and_history(tmp_path):
     assert [e["epoch"] for e in again.history] == [0, 1, 2]
 
 
+class FakeTrainer:
+    """What the integrator reads from a Lightning trainer, for driving it by hand."""
+
+    optimizers: list = []
+
+    class precision_plugin:
+        @staticmethod
+        def train_step_context():
+            import contextlib
+            return contextlib.nullcontext()
+
+
 @pytest.mark.parametrize("modes,augmented,start", [
     (["out", "in"], [[12, 12], [12, 12]], [[6, 6], [6, 6]]),
     (["out", "in", "kh", "kw"], [[12, 12, 5, 5], [12, 12]], [[6, 6, 5, 5], [6, 6]]),  # 5x5 kernel modes: full
@@ -349,24 +361,27 @@ def test_augmentation_keeps_the_function_and_truncation_at_tiny_tau_too(modes, a
     x, y = torch.randn(16, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (16,))
     before = [l.dense_weight().detach().clone() for _, l in m.layers]
 
-    class Trainer:  # what the integrator reads from a Lightning trainer
-        optimizers: list = []
-
-        class precision_plugin:
-            @staticmethod
-            def train_step_context():
-                import contextlib
-                return contextlib.nullcontext()
-
     assert [l.ranks() for _, l in m.layers] == start
-    cb.augment(Trainer, model, (x, y))
+    cb.augment(FakeTrainer, model, (x, y))
     assert [l.ranks() for _, l in m.layers] == augmented
     for (_, l), w in zip(m.layers, before):
         assert torch.allclose(l.dense_weight(), w, atol=1e-12)
-    cb.truncate(Trainer)  # the padded directions carry nothing: back to the start, same weights
+    cb.truncate(FakeTrainer)  # the padded directions carry nothing: back to the start, same weights
     assert [l.ranks() for _, l in m.layers] == start
     for (_, l), w in zip(m.layers, before):
         assert torch.allclose(l.dense_weight(), w, atol=1e-10)
+
+
+def test_basis_step_on_a_batch_norm_network_leaves_running_statistics_alone():
+    torch.manual_seed(12)
+    model = build_model("cnn4", in_channels=3, image_size=16, num_classes=10)
+    m = build_method(method_cfg("tucker_adaptive", layers="all_but_first_last", rank_init=8, r_min=2))
+    m.compress(model)
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    m.callbacks()[0].augment(FakeTrainer, model.train(), (x, y))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stats.items())
+    assert all(l.ranks() == [16, 16] for _, l in m.layers if min(l.shape[:2]) >= 16)
 
 
 def compose(overrides):

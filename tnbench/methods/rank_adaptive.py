@@ -115,9 +115,11 @@ class RankAdaptiveIntegrator(L.Callback):
         for p in params:
             p.requires_grad_(True)
         try:
-            with running_stats_kept(pl_module), trainer.precision_plugin.train_step_context():
-                loss = self.loss_fn(pl_module, batch)
-            return list(torch.autograd.grad(loss, params, allow_unused=True))
+            # the statistics go back only after the backward pass, which still needs them unchanged
+            with running_stats_kept(pl_module):
+                with trainer.precision_plugin.train_step_context():
+                    loss = self.loss_fn(pl_module, batch)
+                return list(torch.autograd.grad(loss, params, allow_unused=True))
         finally:
             for p in params:
                 p.requires_grad_(False)
