@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -76,5 +77,14 @@ def make_logger(cfg: DictConfig, run_dir: Path, record: dict[str, Any], resume_i
     )
     record["wandb_dir"] = str(run_dir / "wandb")
     if rank_zero_only.rank == 0:
-        record["wandb_run_id"] = logger.experiment.id  # starts the W&B run now, on rank 0 only
+        # Starts the W&B run now, on rank 0 only. After a kill, the dead attempt's W&B service
+        # can hold the run id for a few seconds ("run ID ... is in use"): wait for it.
+        for attempt in range(60):
+            try:
+                record["wandb_run_id"] = logger.experiment.id
+                break
+            except Exception as e:
+                if "in use" not in str(e) or attempt == 59:
+                    raise
+                time.sleep(1.0)
     return logger
