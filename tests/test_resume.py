@@ -3,6 +3,7 @@ pretraining."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from conftest import run_cli
@@ -20,6 +21,12 @@ def record(results: Path) -> dict:
 
 
 def test_sigkill_in_every_stage_then_resume_gives_the_uninterrupted_record(tmp_path):
+    # A W&B service started by this (parent) process is advertised to children in WANDB_SERVICE;
+    # a killed child's run would stay "in use" there. tnbench must start its own service.
+    import wandb
+
+    wandb.init(dir=str(tmp_path), mode="offline", project="parent").finish()
+    assert "WANDB_SERVICE" in os.environ
     ref = run_cli(ARGS, tmp_path / "ref")
     assert ref.returncode == 0, ref.stderr[-2000:]
     want = record(tmp_path / "ref" / "results")

@@ -5,6 +5,7 @@ stderr and exit code 2, not a traceback; every value of a multirun sweep is chec
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +33,10 @@ def cli() -> None:
     from tnbench.jobs import preflight
     from tnbench.config import register_configs
 
+    # A W&B service inherited from a parent process (WANDB_SERVICE, set by any process that
+    # called wandb.init) would outlive a killed job and keep its run id "in use", so a resumed
+    # job could not continue the same W&B run: every tnbench process starts its own service.
+    os.environ.pop("WANDB_SERVICE", None)
     register_configs()
     problem = preflight(sys.argv[1:], CONFIG_DIR)
     if problem:
