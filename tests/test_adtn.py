@@ -125,6 +125,15 @@ def test_adqc_gates_stay_orthogonal_after_optimizer_steps():
     assert (q.transpose(1, 2) @ q - torch.eye(4, dtype=torch.float64)).abs().max() < 1e-12
 
 
+def test_random_adtn_gates_start_orthogonal_and_free():
+    gen = BrickWallGenerator(6, 3, init="random", dtype=torch.float64)
+    g = gen.gates.detach()
+    assert (g.transpose(1, 2) @ g - torch.eye(4, dtype=torch.float64)).abs().max() < 1e-12
+    assert gen.trained_params() == adtn_params(6, 3)  # 16 free numbers per gate, not 6
+    near = BrickWallGenerator(6, 3, init="near_identity", init_std=0.1, dtype=torch.float64)
+    assert 0 < (near.gates.detach() - torch.eye(4, dtype=torch.float64)).abs().max() < 1
+
+
 @pytest.mark.parametrize("orthogonal, scale", [(False, "free"), (True, "free"), (False, "norm")])
 def test_fit_approaches_a_low_entanglement_target(orthogonal, scale):
     torch.manual_seed(1)

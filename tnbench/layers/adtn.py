@@ -33,8 +33,12 @@ class BrickWallGenerator(nn.Module):
     """One group's circuit: `scale * circuit(product state)`, a vector of 2^qubits entries.
 
     ADTN (orthogonal=False): `gates` is a free (n, 4, 4) parameter. Initialization
-    "near_identity" is I + init_std * N(0, 1) per entry; "random" is N(0, 1/4) per entry, which
-    keeps a vector's expected norm.
+    "near_identity" is I + init_std * N(0, 1) per entry; "random" is a random orthogonal matrix
+    (QR of a Gaussian one, signs fixed so it is Haar distributed), free to leave orthogonality
+    in training. Gaussian-entry gates would make the output a product of random matrices,
+    heavy-tailed and nearly low rank: for a 512 x 784 block at Q = 19, depth 16, kurtosis ~100
+    and effective rank ~70, against ~4 and ~340 with orthogonal gates (a Gaussian matrix: 3
+    and ~420), i.e. a few hidden units would carry all the weight.
     ADQC (orthogonal=True): `gates` is parametrized by SkewOrthogonal from an (n, 6) parameter;
     "near_identity" draws the generators from N(0, init_std^2) (gates close to I), "random"
     from N(0, 1) (well-spread rotations). The circuit then preserves norm, so `scale` is the
@@ -63,8 +67,11 @@ class BrickWallGenerator(nn.Module):
             parametrize.register_parametrization(self, "gates", SkewOrthogonal(), unsafe=True)
         else:
             noise = torch.randn(n, 4, 4, generator=generator, dtype=dtype).to(device)
-            eye = torch.eye(4, **kw)
-            gates = eye + init_std * noise if init == "near_identity" else 0.5 * noise
+            if init == "near_identity":
+                gates = torch.eye(4, **kw) + init_std * noise
+            else:
+                q, r = torch.linalg.qr(noise)
+                gates = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
             self.gates = nn.Parameter(gates)
         self.scale = nn.Parameter(torch.tensor(float(scale), **kw))
         self._sharing = False
