@@ -20,6 +20,7 @@ BAD_INPUT = [
     (["method.energy=2"], "method.energy must be in (0, 1]"),
     (["pipeline.pretrain_epochs=-1"], "pipeline.pretrain_epochs must be >= 0, got -1"),
     (["pipeline.retrain_epochs=-3"], "pipeline.retrain_epochs must be >= 0, got -3"),
+    (["trainer.num_threads=0"], "trainer.num_threads must be null or >= 1, got 0"),
     (["method.rank=abc"], "method.rank"),
     (["method.bogus=1"], "bogus"),
     (["pipeline.pretrain_optimizer.name=lbfgs"], "pipeline.pretrain_optimizer.name must be one of sgd, adam, adamw"),

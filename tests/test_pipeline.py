@@ -145,3 +145,13 @@ def test_nan_loss_ends_run_as_diverged_with_stage_and_step(tmp_path):
     assert rec["status"] == "diverged"
     assert rec["diverged_stage"] == "pretrain" and rec["diverged_step"] >= 0
     assert "diverged in pretrain at step" in rec["error"]
+
+
+def test_num_threads_applies_to_the_job_and_is_restored(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    rec = run(tmp_path, "method=none", f"trainer.num_threads={want}", "logger=none")
+    assert rec["status"] == "ok" and rec["torch_threads"] == want
+    assert torch.get_num_threads() == before

@@ -66,6 +66,9 @@ class TrainerConfig:
     limit_val_batches: Optional[float] = None
     progress: bool = True
     gradient_clip_val: Optional[float] = None
+    # torch intra-op threads for this job; null: torch's default (one per core). With parallel
+    # jobs on one machine (hydra/launcher=joblib), cores / jobs avoids oversubscription.
+    num_threads: Optional[int] = None
 
 
 @dataclass
@@ -186,5 +189,7 @@ def validate(cfg: Any) -> None:
         _check(v is None or v >= 0, f"dataset.{key} must be >= 0 or null, got {v}")
     _check(cfg.logger.name in ("wandb", "csv", "none"), f"logger.name must be one of wandb, csv, none; got {cfg.logger.name!r}")
     _check(cfg.logger.mode in ("offline", "online", "disabled"), f"logger.mode must be one of offline, online, disabled; got {cfg.logger.mode!r}")
+    _check(cfg.trainer.num_threads is None or cfg.trainer.num_threads >= 1,
+           f"trainer.num_threads must be null or >= 1, got {cfg.trainer.num_threads}")
     _check(cfg.trainer.precision in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
            f"trainer.precision must be one of 32-true, bf16-mixed, 16-mixed, bf16-true, 64-true; got {cfg.trainer.precision!r}")

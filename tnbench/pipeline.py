@@ -241,8 +241,12 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run.state["attempts"] = run.state.get("attempts", 0) + 1
     rec["attempt"] = run.state["attempts"]
     t_start = time.perf_counter()
+    threads = torch.get_num_threads()
     try:
         check(cfg)
+        if cfg.trainer.num_threads:
+            torch.set_num_threads(cfg.trainer.num_threads)
+        rec["torch_threads"] = torch.get_num_threads()
         method = build_method(cfg.method)
         run.stage("data")
         data = load_dataset(cfg)
@@ -275,6 +279,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             rec["traceback"] = traceback.format_exc()
         raise
     finally:
+        torch.set_num_threads(threads)  # in-process callers (tests, notebooks) get theirs back
         rec["time_total_s"] = time.perf_counter() - t_start
         if is_rank_zero():
             write_record(run_dir, rec)
