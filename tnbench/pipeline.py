@@ -254,7 +254,8 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         model = build_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
                             num_classes=data.num_classes, **cfg.model.options)
-        module = Classifier(model, data.num_classes, channels_last=cfg.trainer.channels_last, seed=cfg.seed)
+        module = Classifier(model, data.num_classes, channels_last=cfg.trainer.channels_last, seed=cfg.seed,
+                            gradient_clip_val=cfg.trainer.gradient_clip_val)
         dm = InMemoryDataModule(data, batch_size=cfg.dataset.batch_size, eval_batch_size=cfg.dataset.eval_batch_size,
                                 seed=cfg.seed, channels_last=cfg.trainer.channels_last)
         run.logger = make_logger(cfg, run_dir, rec, resume_id=run.state.get("wandb_run_id"))

@@ -43,7 +43,7 @@ def make_trainer(cfg: DictConfig, epochs: int, logger: Any, run_dir: Path,
         precision=t.precision, max_epochs=epochs, logger=logger if logger is not None else False,
         callbacks=cbs, enable_progress_bar=t.progress, enable_checkpointing=False, enable_model_summary=False,
         num_sanity_val_steps=0, default_root_dir=str(run_dir), deterministic=t.deterministic,
-        gradient_clip_val=t.gradient_clip_val, log_every_n_steps=50, **kwargs,
+        log_every_n_steps=50, **kwargs,
     )
 
 

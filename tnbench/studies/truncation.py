@@ -121,7 +121,8 @@ def pretrained_model(cfg: DictConfig, work_dir: Path) -> tuple[nn.Module, Any, d
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # as run_pipeline: same initial weights
     geometry = {"in_channels": data.in_channels, "image_size": data.image_size, "num_classes": data.num_classes}
     model = build_model(cfg.model.name, **geometry, **cfg.model.options)
-    module = Classifier(model, data.num_classes, channels_last=cfg.trainer.channels_last)
+    module = Classifier(model, data.num_classes, channels_last=cfg.trainer.channels_last,
+                        gradient_clip_val=cfg.trainer.gradient_clip_val)
     dm = InMemoryDataModule(data, batch_size=cfg.dataset.batch_size, eval_batch_size=cfg.dataset.eval_batch_size,
                             seed=cfg.seed, channels_last=cfg.trainer.channels_last)
     run = Run(cfg, work_dir, {})
