@@ -1,13 +1,17 @@
 """What a person sees: stage banners, the end-of-run table, and the table of many runs."""
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# Piped output (make, CI logs, `| tee`) gets 140 columns instead of rich's 80, so the results
+# table stays readable in a log; a terminal (or COLUMNS) keeps its own width.
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140)
 
 # Columns of the results table, in reading order: what was run, what it cost, what it kept.
 COLUMNS = ["status", "dataset", "model", "method", "setting", "seed", "acc_pretrain", "acc_compressed",
@@ -47,11 +51,24 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+# Short headers for the printed table (CSV and markdown keep the record's names).
+HEADERS = {"acc_pretrain": "acc dense", "acc_compressed": "acc compressed", "acc_retrained": "acc retrained",
+           "acc_retrained_best": "acc best", "recovery_epochs": "recovery ep", "compression_ratio": "ratio",
+           "compression_rate": "rate %", "pretrain_cache_hit": "cached", "norm_loss_mean": "norm loss",
+           "compression_band": "band"}
+SHARED = ("status", "dataset", "model", "method", "seed")  # said once in the title when all rows agree
+
+
 def print_table(df: pd.DataFrame, title: str, columns: list[str] | None = None) -> None:
     cols = columns or [c for c in df.columns if c not in ("run_dir", "error") and df[c].notna().any()]
+    shared = [c for c in cols if c in SHARED and len(df) > 0 and df[c].astype(str).nunique() == 1]
+    if shared:
+        title += " (" + ", ".join(f"{c} {_fmt(df[c].iloc[0])}" for c in shared) + ")"
+        cols = [c for c in cols if c not in shared]
     table = Table(title=title, show_lines=False)
     for c in cols:
-        table.add_column(c, justify="right" if pd.api.types.is_numeric_dtype(df[c]) else "left")
+        table.add_column(HEADERS.get(c, c), justify="right" if pd.api.types.is_numeric_dtype(df[c]) else "left",
+                         overflow="fold")
     for _, row in df.iterrows():
         table.add_row(*(_fmt(row[c]) for c in cols))
     console.print(table)
