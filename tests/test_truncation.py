@@ -312,3 +312,22 @@ def test_cli_preflight_rejects_bad_truncation_input(overrides, message):
     register_configs()
     problem = preflight(overrides, CONF)
     assert problem is not None and message in problem and "\n" not in problem
+
+
+@pytest.mark.parametrize("factorized", [True, False])
+def test_study_evaluates_truncated_models_in_the_input_memory_format(tmp_path, factorized):
+    """Layers a method swaps in arrive contiguous; on channels-last input that is ~4x slower,
+    so the study converts the truncated model as the pipeline does."""
+    from tnbench.studies.truncation import Sweep, compose_config
+
+    cfg = compose_config(["dataset=synthetic", "trainer.channels_last=true"])
+    model = build_model("lenet5", in_channels=1, image_size=28, num_classes=10).to(memory_format=torch.channels_last)
+    batch = [(torch.randn(8, 1, 28, 28).contiguous(memory_format=torch.channels_last), torch.zeros(8, dtype=torch.long))]
+    sweep = Sweep(cfg, model, {"in_channels": 1, "image_size": 28, "num_classes": 10}, batch, factorized)
+    base = OmegaConf.to_container(cfg.method, resolve=True)
+    truncated, reports = sweep.truncated({**base, "cut": "out", "norm_loss": 0.3, "rank": None, "rel_error": None,
+                                          "layers": "all", "factorized": factorized})
+    assert reports and all(r.ranks for r in reports)
+    convs = [m for m in truncated.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == (4 if factorized else 2)  # the OUT cut: two convs a layer when factorized
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)

@@ -160,6 +160,14 @@ def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def _conv(x: Tensor, w: Tensor, *args, **kwargs) -> Tensor:
+    """F.conv2d with the weight in the input's memory format: a contiguous weight on a
+    channels-last input takes a slow mixed-layout path (several times slower on CPU)."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        w = w.contiguous(memory_format=torch.channels_last)
+    return F.conv2d(x, w, *args, **kwargs)
+
+
 def bipartition_conv2d(x: Tensor, left: Tensor, right: Tensor, cut: str, shape: tuple[int, ...],
                        bias: Tensor | None = None, stride=1, padding=0, dilation=1) -> Tensor:
     """conv2d(x, fold(left @ right, cut, shape), bias, ...) computed as the cut's conv chain
@@ -170,9 +178,9 @@ def bipartition_conv2d(x: Tensor, left: Tensor, right: Tensor, cut: str, shape: 
     rows_only = dict(stride=(sh, 1), padding=(ph, 0), dilation=(dh, 1))
     cols_only = dict(stride=(1, sw), padding=(0, pw), dilation=(1, dw))
     if cut == "in":
-        t = F.conv2d(x, left.t().reshape(r, in_ch, 1, 1))
+        t = _conv(x, left.t().reshape(r, in_ch, 1, 1))
         w2 = right.reshape(r, out_ch, kh, kw).transpose(0, 1)
-        return F.conv2d(t, w2, bias, (sh, sw), (ph, pw), (dh, dw))
+        return _conv(t, w2, bias, (sh, sw), (ph, pw), (dh, dw))
     if cut in ("kh", "kw"):
         k_first, k_second = (kh, kw) if cut == "kh" else (kw, kh)
         first_shape = (in_ch * r, 1, k_first, 1) if cut == "kh" else (in_ch * r, 1, 1, k_first)
@@ -180,20 +188,20 @@ def bipartition_conv2d(x: Tensor, left: Tensor, right: Tensor, cut: str, shape: 
         first, second = (rows_only, cols_only) if cut == "kh" else (cols_only, rows_only)
         # channel i*r + k of the intermediate is input channel i filtered by L[:, k]
         w1 = left.t().unsqueeze(0).expand(in_ch, r, k_first).reshape(first_shape)
-        t = F.conv2d(x, w1, groups=in_ch, **first)
+        t = _conv(x, w1, groups=in_ch, **first)
         w2 = right.reshape(r, out_ch, in_ch, k_second).permute(1, 2, 0, 3).reshape(second_shape)
-        return F.conv2d(t, w2, bias, **second)
+        return _conv(t, w2, bias, **second)
     if cut == "out_in":
         w1 = right.reshape(1, r, kh, kw).expand(in_ch, r, kh, kw).reshape(in_ch * r, 1, kh, kw)
-        t = F.conv2d(x, w1, None, (sh, sw), (ph, pw), (dh, dw), groups=in_ch)
-        return F.conv2d(t, left.reshape(out_ch, in_ch * r, 1, 1), bias)
+        t = _conv(x, w1, None, (sh, sw), (ph, pw), (dh, dw), groups=in_ch)
+        return _conv(t, left.reshape(out_ch, in_ch * r, 1, 1), bias)
     if cut == "out_kh":
-        t = F.conv2d(x, right.reshape(r, in_ch, 1, kw), **cols_only)
+        t = _conv(x, right.reshape(r, in_ch, 1, kw), **cols_only)
         w2 = left.reshape(out_ch, kh, r).transpose(1, 2).unsqueeze(-1)
-        return F.conv2d(t, w2, bias, **rows_only)
+        return _conv(t, w2, bias, **rows_only)
     if cut == "out_kw":
-        t = F.conv2d(x, right.reshape(r, in_ch, kh, 1), **rows_only)
+        t = _conv(x, right.reshape(r, in_ch, kh, 1), **rows_only)
         w2 = left.reshape(out_ch, kw, r).transpose(1, 2).unsqueeze(2)
-        return F.conv2d(t, w2, bias, **cols_only)
+        return _conv(t, w2, bias, **cols_only)
     check_cut(cut)
     raise ValueError(f"cut {cut!r} has no conv chain here; the OUT cut is LowRankConv2d")
