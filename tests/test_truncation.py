@@ -316,8 +316,8 @@ def test_cli_preflight_rejects_bad_truncation_input(overrides, message):
 
 @pytest.mark.parametrize("factorized", [True, False])
 def test_study_evaluates_truncated_models_in_the_input_memory_format(tmp_path, factorized):
-    """Layers a method swaps in arrive contiguous; on channels-last input that is ~4x slower,
-    so the study converts the truncated model as the pipeline does."""
+    """Layers a method swaps in take the replaced layer's memory format (replace_module): a
+    contiguous layer on channels-last input is ~4x slower."""
     from tnbench.studies.truncation import Sweep, compose_config
 
     cfg = compose_config(["dataset=synthetic", "trainer.channels_last=true"])
@@ -331,3 +331,13 @@ def test_study_evaluates_truncated_models_in_the_input_memory_format(tmp_path, f
     convs = [m for m in truncated.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == (4 if factorized else 2)  # the OUT cut: two convs a layer when factorized
     assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    # LeNet-5's first conv has one input channel, so its weight looks contiguous in both orders:
+    # what counts is that every conv of the truncated model computes channels-last on that input
+    outputs = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: outputs.append(out)) for m in convs]
+    with torch.no_grad():
+        truncated(batch[0][0])
+    for h in hooks:
+        h.remove()
+    assert len(outputs) == len(convs)
+    assert all(o.is_contiguous(memory_format=torch.channels_last) and not o.is_contiguous() for o in outputs)

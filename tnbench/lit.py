@@ -68,7 +68,7 @@ class Classifier(L.LightningModule):
 
     def for_stage(self, stage: str, optim_cfg: Any = None, epochs: int = 1) -> "Classifier":
         self.stage_name, self.optim_cfg, self.epochs = stage, optim_cfg, epochs
-        if self.channels_last:  # layers swapped in by a method arrive contiguous
+        if self.channels_last:  # also covers layers a method swapped in without replace_module
             self.model.to(memory_format=torch.channels_last)
         return self
 
@@ -147,4 +147,4 @@ class Classifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.parameters(), self.optim_cfg)
         schedule = build_schedule(optimizer, self.optim_cfg, self.epochs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}  # stepped above
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}  # stepped in on_train_epoch_start
