@@ -132,6 +132,13 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        written.append(name)
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, norm in zip(axes, ("frobenius", "lineal")):
         for layout in ("tt", "tt-matrix"):
@@ -147,10 +154,7 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[str]:
         ax.set_ylim(bottom=0)
         ax.set(xscale="log", xlabel="N (nodes)", ylabel="normalization steps", title=f"paper protocol, F = p^N, {norm}")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "partial_norm_steps_vs_N.png", dpi=120)
-    plt.close(fig)
-    written.append("partial_norm_steps_vs_N.png")
+    save(fig, "partial_norm_steps_vs_N.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, norm in zip(axes, ("frobenius", "lineal")):
@@ -165,10 +169,7 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[str]:
                                 marker="o" if layout == "tt" else "s", label=f"{protocol} {layout} p={p}")
         ax.set(xscale="log", yscale="log", xlabel="N (nodes)", ylabel="seconds", title=f"F = 1, b = 8, {norm}")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out / "partial_norm_time_vs_N.png", dpi=120)
-    plt.close(fig)
-    written.append("partial_norm_time_vs_N.png")
+    save(fig, "partial_norm_time_vs_N.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, (sweep, key) in zip(axes, (("vs_p", "p"), ("vs_b", "b"))):
@@ -177,10 +178,7 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[str]:
             ax.plot([r[key] for r in sel], [r["steps"] for r in sel], marker="o", label=f"paper {layout}")
         ax.set(xscale="log", xlabel=key, ylabel="normalization steps", title=f"N = {VS_N}, F = 1, frobenius")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "partial_norm_steps_vs_p_b.png", dpi=120)
-    plt.close(fig)
-    written.append("partial_norm_steps_vs_p_b.png")
+    save(fig, "partial_norm_steps_vs_p_b.png")
     return written
 
 

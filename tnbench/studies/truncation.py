@@ -309,45 +309,30 @@ def plot_all(table: pd.DataFrame, spectra: pd.DataFrame, tol: pd.DataFrame, out:
         axes.flat[0].legend(fontsize=7, title="layers (shallow->deep)", title_fontsize=7)
         save(fig, name)
 
+    # one panel per layer setting, a line per cut; against the norm loss, then against what the
+    # factorized form would save (a fair comparison of cuts, whose ranks cost very different
+    # numbers of parameters)
     ncol = min(4, len(settings))
     nrow = math.ceil(len(settings) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False, sharey=True)
     cut_colours = {c: plt.get_cmap("tab10")(i) for i, c in enumerate(panels)}
-    for ax, setting in zip(axes.flat, settings):
-        for cut in panels:
-            g = table[(table.cut == cut) & (table.layers == setting)].sort_values("norm_loss")
-            if len(g):
-                ax.plot(g.norm_loss, g.accuracy, "o-", ms=3, color=cut_colours[cut], label=cut,
-                        lw=2 if cut == "out" else 1)
-        ax.axhline(dense, color="grey", ls=":", lw=1)
-        ax.set_title(f"layers: {setting}")
-        ax.set_xlabel("norm loss")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("test accuracy (%)")
-    for ax in list(axes.flat)[len(settings):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7, title="cut", title_fontsize=7)
-    save(fig, "accuracy_by_layer.png")
-
-    # the same points against what the factorized form would save: a fair comparison of cuts,
-    # whose ranks cost very different numbers of parameters
-    ncol = min(4, len(settings))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False, sharey=True)
-    for ax, setting in zip(axes.flat, settings):
-        for cut in panels:
-            g = table[(table.cut == cut) & (table.layers == setting)].sort_values("compression_rate")
-            if len(g):
-                ax.plot(g.compression_rate, g.accuracy, "o-", ms=3, color=cut_colours[cut], label=cut,
-                        lw=2 if cut == "out" else 1)
-        ax.axhline(dense, color="grey", ls=":", lw=1)
-        ax.set_title(f"layers: {setting}")
-        ax.set_xlabel("weights removed if factorized (%)")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("test accuracy (%)")
-    for ax in list(axes.flat)[len(settings):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7, title="cut", title_fontsize=7)
-    save(fig, "accuracy_vs_compression.png")
+    for x, xlabel, name in (("norm_loss", "norm loss", "accuracy_by_layer.png"),
+                            ("compression_rate", "weights removed if factorized (%)", "accuracy_vs_compression.png")):
+        fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False, sharey=True)
+        for ax, setting in zip(axes.flat, settings):
+            for cut in panels:
+                g = table[(table.cut == cut) & (table.layers == setting)].sort_values(x)
+                if len(g):
+                    ax.plot(g[x], g.accuracy, "o-", ms=3, color=cut_colours[cut], label=cut,
+                            lw=2 if cut == "out" else 1)
+            ax.axhline(dense, color="grey", ls=":", lw=1)
+            ax.set_title(f"layers: {setting}")
+            ax.set_xlabel(xlabel)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("test accuracy (%)")
+        for ax in list(axes.flat)[len(settings):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7, title="cut", title_fontsize=7)
+        save(fig, name)
 
     layers = list(dict.fromkeys(spectra.layer))
     ncol = min(4, len(layers))
