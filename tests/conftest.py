@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-CONF = str(REPO / "conf")
+CONF = str(REPO / "tnbench" / "conf")
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -20,9 +20,10 @@ QUICK = ["dataset=synthetic", "trainer.progress=false", "pipeline.pretrain_epoch
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
-    from tnbench.config import register_configs
+    from tnbench.pipeline.configstore import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):

@@ -7,19 +7,27 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
 from conftest import QUICK, compose
-from tnbench.config import ConfigError
-from tnbench.layers.adtn import BrickWallGenerator, encode_weights
+
+from tnbench.errors import ConfigError
+from tnbench.functional import brickwall as tn
+from tnbench.functional.brickwall import (
+    adqc_params,
+    adtn_params,
+    brick_wall,
+    contract,
+    gate_positions,
+    num_gates,
+    product_state,
+    skew_orthogonal,
+)
+from tnbench.functional.fitting import fit_generator
+from tnbench.layers.brickwall import BrickWallGenerator, encode_weights
 from tnbench.methods import build_method
-from tnbench.methods.adtn import apportion, fit_generator
-from tnbench.metrics import count_params
+from tnbench.methods.families.brickwall import apportion
 from tnbench.models import build_model
-from tnbench.pipeline import run_pipeline
-from tnbench.tn import adtn as tn
-from tnbench.tn.adtn import (adqc_params, adtn_params, brick_wall, contract, gate_positions, num_gates,
-                             product_state, skew_orthogonal)
+from tnbench.pipeline.metrics import count_params
+from tnbench.pipeline.stages import run_pipeline
 
 MODES = ("none", "sqrt", "log")
 
@@ -175,7 +183,7 @@ def test_encoded_layers_train_only_the_gates():
 
 
 def test_dims_layout_gives_each_weight_dimension_its_own_indices():
-    from tnbench.tn.adtn import layout_size, weight_layout, weight_positions
+    from tnbench.functional.brickwall import layout_size, weight_layout, weight_positions
 
     shapes = [(10, 3), (5, 7, 2)]
     assert weight_layout(shapes, "flat") == [(0, (10, 3)), (30, (5, 7, 2))]

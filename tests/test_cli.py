@@ -5,10 +5,10 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import CONF, QUICK, run_cli
 
-from conftest import CONF, QUICK, REPO, run_cli
-from tnbench.config import register_configs
-from tnbench.jobs import preflight
+from tnbench.pipeline.configstore import register_configs
+from tnbench.pipeline.jobs import preflight
 
 register_configs()
 

@@ -7,18 +7,11 @@ import lightning
 import pytest
 import torch
 
-from tnbench.data import (
-    DEBIAN_FASHION_MNIST_DIR,
-    DATASETS,
-    DataMissing,
-    InMemoryDataModule,
-    InMemoryLoader,
-    augment_batch,
-    crop_batch,
-    load_data,
-    normalize,
-)
-from tnbench.registry import UnknownEntry
+from tnbench.data import DATASETS, load_data
+from tnbench.data.batching import InMemoryLoader, augment_batch, crop_batch, normalize
+from tnbench.data.module import InMemoryDataModule
+from tnbench.data.sets.vision import DEBIAN_FASHION_MNIST_DIR
+from tnbench.errors import DataMissing, UnknownEntry
 
 needs_fashion = pytest.mark.skipif(
     not os.path.isfile(os.path.join(DEBIAN_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz")),
@@ -116,7 +109,7 @@ def test_missing_mnist_raises_data_missing(tmp_path):
 
 
 def test_missing_fashion_mnist_without_system_copy(tmp_path):
-    from tnbench.data import _load_fashion_mnist
+    from tnbench.data.sets.vision import _load_fashion_mnist
 
     with pytest.raises(DataMissing, match="FashionMNIST"):
         _load_fashion_mnist(str(tmp_path), False, system_dir=str(tmp_path / "nowhere"))

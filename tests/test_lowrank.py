@@ -1,16 +1,17 @@
 """Low-rank math and layers against dense reconstructions; the SVD method on real models."""
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
-from tnbench.config import ConfigError
+from tnbench.errors import ConfigError
+from tnbench.functional.approximation import norm_loss, rank_for_energy, relative_error, truncation_curves
+from tnbench.functional.lowrank import matricize_conv, truncated_svd
 from tnbench.layers import LowRankConv2d, LowRankLinear
-from tnbench.linalg import matricize_conv, norm_loss, rank_for_energy, relative_error, truncated_svd
 from tnbench.methods import METHODS, build_method
 from tnbench.methods.base import select_layers
-from tnbench.metrics import compression_summary, count_flops, count_params, recovery_epochs
 from tnbench.models import build_model
-from omegaconf import OmegaConf
+from tnbench.pipeline.metrics import compression_summary, count_flops, count_params, recovery_epochs
 
 
 def svd_cfg(**kw):
@@ -25,12 +26,15 @@ def test_truncated_svd_is_best_rank_r_and_norms_follow_spectrum():
     approx = a @ b
     assert torch.linalg.matrix_rank(approx) == 7
     err = torch.linalg.norm(w - approx) / torch.linalg.norm(w)
-    assert err == pytest.approx(relative_error(s, 7), rel=1e-10)
-    assert 1 - torch.linalg.norm(approx) / torch.linalg.norm(w) == pytest.approx(norm_loss(s, 7), rel=1e-10)
+    losses, errors = truncation_curves(s)
+    assert err == pytest.approx(float(errors[7]), rel=1e-10)
+    assert err == pytest.approx(relative_error(w, approx), rel=1e-10)
+    assert 1 - torch.linalg.norm(approx) / torch.linalg.norm(w) == pytest.approx(float(losses[7]), rel=1e-10)
+    assert norm_loss(w, approx) == pytest.approx(float(losses[7]), rel=1e-10)
     # full rank reproduces the matrix exactly and loses nothing
     a, b, s = truncated_svd(w, 100)
     assert torch.allclose(a @ b, w, atol=1e-12)
-    assert norm_loss(s, 30) == pytest.approx(0.0, abs=1e-15)
+    assert float(truncation_curves(s)[0][30]) == pytest.approx(0.0, abs=1e-15)
 
 
 def test_rank_for_energy_is_smallest_rank_meeting_it():

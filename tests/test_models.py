@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tnbench.errors import UnknownEntry
 from tnbench.models import MODELS, build_model
-from tnbench.registry import UnknownEntry
 
 MNIST = (1, 28, 10)
 CIFAR10 = (3, 32, 10)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import QUICK, compose
-from tnbench.cache import CheckpointError
-from tnbench.pipeline import run_pipeline
-from tnbench.wandb_offline import read_run
+
+from tnbench.errors import CheckpointError
+from tnbench.pipeline.stages import run_pipeline
+from tnbench.reporting.wandb_offline import read_run
 
 REQUIRED = ["status", "dataset", "model", "method", "seed", "params_dense", "params_compressed",
             "compression_ratio", "compression_ratio_layers", "compression_rate", "acc_pretrain",
@@ -104,8 +104,8 @@ def test_init_checkpoint_never_unpickles_and_must_fit(tmp_path):
     with pytest.raises(CheckpointError):
         run(tmp_path, "logger=none", f"pipeline.init_checkpoint={garbage}")
     other = tmp_path / "fc2.pt"
-    from tnbench.cache import save_checkpoint
     from tnbench.models import build_model
+    from tnbench.pipeline.cache import save_checkpoint
 
     save_checkpoint(other, build_model("fc2", in_channels=1, image_size=28, num_classes=10).state_dict(), {})
     with pytest.raises(CheckpointError, match="does not fit this model"):
@@ -137,7 +137,7 @@ def test_real_fashion_mnist_lenet5_svd(tmp_path, data_dir):
 
 
 def test_nan_loss_ends_run_as_diverged_with_stage_and_step(tmp_path):
-    from tnbench.lit import Diverged
+    from tnbench.errors import Diverged
 
     with pytest.raises(Diverged):
         run(tmp_path, "logger=none", "pipeline.pretrain_optimizer.lr=1e8", "pipeline.pretrain_optimizer.momentum=0")
@@ -148,7 +148,6 @@ def test_nan_loss_ends_run_as_diverged_with_stage_and_step(tmp_path):
 
 
 def test_num_threads_applies_to_the_job_and_is_restored(tmp_path):
-    import torch
 
     before = torch.get_num_threads()
     want = 1 if before != 1 else 2
@@ -159,14 +158,13 @@ def test_num_threads_applies_to_the_job_and_is_restored(tmp_path):
 
 def test_gradient_clip_val_bounds_every_update(tmp_path):
     """trainer.gradient_clip_val clips the global gradient norm before each (manual) optimizer step."""
-    import torch
     from torch.nn.utils import parameters_to_vector
 
-    from tnbench.data import InMemoryDataModule
-    from tnbench.lit import Classifier
+    from tnbench.data.module import InMemoryDataModule
     from tnbench.models import build_model
-    from tnbench.pipeline import load_dataset
-    from tnbench.training import make_trainer
+    from tnbench.pipeline.classifier import Classifier
+    from tnbench.pipeline.stages import load_dataset
+    from tnbench.pipeline.trainer import make_trainer
 
     opt = "pipeline.pretrain_optimizer"
     cfg = compose([*QUICK, "dataset.batch_size=1024", "trainer.limit_val_batches=0", f"{opt}.name=sgd",
@@ -193,11 +191,11 @@ def test_learning_rate_follows_the_epoch_schedule(tmp_path):
 
     import lightning as L
 
-    from tnbench.data import InMemoryDataModule
-    from tnbench.lit import Classifier
+    from tnbench.data.module import InMemoryDataModule
     from tnbench.models import build_model
-    from tnbench.pipeline import load_dataset
-    from tnbench.training import make_trainer
+    from tnbench.pipeline.classifier import Classifier
+    from tnbench.pipeline.stages import load_dataset
+    from tnbench.pipeline.trainer import make_trainer
 
     class Rates(L.Callback):
         def __init__(self):

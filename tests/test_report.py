@@ -14,10 +14,11 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import QUICK, REPO, run_cli
-from tnbench.records import write_record
-from tnbench.report import build_report, compression_band, parse_conditions
+
+from tnbench.reporting.comparison import build_report, compression_band
+from tnbench.reporting.records import write_record
+from tnbench.reporting.reference import parse_conditions
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -242,7 +243,7 @@ def test_dashboard_is_not_pushed_without_an_api_key(tmp_path):
 
 
 def test_results_table_says_shared_values_once_in_the_title():
-    from tnbench.reporting import console, print_table, records_frame
+    from tnbench.reporting.console import console, print_table, records_frame
 
     recs = [{"status": "ok", "dataset": "synthetic", "model": "lenet5", "method": m, "seed": 0, "acc_retrained": a,
              "config": {"method": {"name": m, "rank": 4}}} for m, a in (("svd", 80.5), ("cp", 70.25))]

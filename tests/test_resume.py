@@ -35,7 +35,7 @@ def test_sigkill_in_every_stage_then_resume_gives_the_uninterrupted_record(tmp_p
     # after a retrain epoch and in the middle of the next one
     faults = ["pretrain:step:3", "pretrain:epoch:1", "compress:done", "retrain:epoch:1", "retrain:step:12"]
     for fault in faults:
-        r = run_cli(ARGS, work, env={"TNBENCH_FAULT": fault})
+        r = run_cli(ARGS, work, env={"TNBENCH_FAILPOINT": fault})
         assert r.returncode == -9, (fault, r.returncode, r.stderr[-2000:])
         state = json.loads(next((work / "results").rglob("state.json")).read_text())
         assert state["attempts"] >= 1

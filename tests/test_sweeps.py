@@ -8,14 +8,14 @@ import shutil
 
 import pytest
 import yaml
-
 from conftest import CONF, REPO, run_cli
-from tnbench.config import register_configs
-from tnbench.jobs import preflight
+
+from tnbench.pipeline.configstore import register_configs
+from tnbench.pipeline.jobs import preflight
 
 register_configs()
 
-SWEEPS = sorted(p.stem for p in (REPO / "conf" / "sweep").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (REPO / "tnbench" / "conf" / "sweep").glob("*.yaml"))
 WANDB_SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
 
 
@@ -66,7 +66,7 @@ def test_wandb_sweep_runs_the_entry_point_over_the_hydra_grid(name):
 def test_comparison_sweep_names_only_methods_that_exist():
     methods = hydra_grid("compare_lenet5_fmnist")["method"]
     assert methods[:2] == ["none", "svd"]
-    assert all((REPO / "conf" / "method" / f"{m}.yaml").is_file() for m in methods)
+    assert all((REPO / "tnbench" / "conf" / "method" / f"{m}.yaml").is_file() for m in methods)
 
 
 def test_preflight_checks_the_values_a_sweep_file_sets(tmp_path):

@@ -8,23 +8,36 @@ import math
 import opt_einsum as oe
 import pytest
 import torch
+from conftest import QUICK, compose
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import QUICK, compose
-from tnbench.config import ConfigError
+from tnbench.errors import ConfigError
+from tnbench.functional import network as tn_network
+from tnbench.functional.factorize import balanced_factors, check_factors
+from tnbench.functional.network import Network, dense
+from tnbench.functional.partial_norm import (
+    Environments,
+    NormalizationFailed,
+    log_norm,
+    normalize_log,
+    normalize_partial,
+)
+from tnbench.functional.peps import peps_network, peps_shapes
+from tnbench.functional.tt import (
+    tt_matrix_from_dense,
+    tt_matrix_network,
+    tt_matrix_shapes,
+    tt_matrix_to_dense,
+    tt_network,
+    tt_shapes,
+    tt_svd,
+    tt_to_dense,
+)
 from tnbench.layers.tensorized import PEPSLinear, TTConv2d, TTLinear
 from tnbench.methods import METHODS, build_method
 from tnbench.models import build_model
-from tnbench.pipeline import run_pipeline
-from tnbench.tn import network as tn_network
-from tnbench.tn.factorize import balanced_factors, check_factors
-from tnbench.tn.network import Network, dense
-from tnbench.tn.partial_norm import (Environments, NormalizationFailed, log_norm, normalize_log,
-                                     normalize_partial)
-from tnbench.tn.peps import peps_network, peps_shapes
-from tnbench.tn.tt import (tt_matrix_from_dense, tt_matrix_network, tt_matrix_shapes, tt_matrix_to_dense,
-                           tt_network, tt_shapes, tt_svd, tt_to_dense)
+from tnbench.pipeline.stages import run_pipeline
 
 
 @pytest.fixture(autouse=True)

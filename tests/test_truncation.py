@@ -12,16 +12,26 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from tnbench.bipartition import (CUTS, fold, norm_losses, rank_for_norm_loss, rank_for_rel_error,
-                                 relative_errors, spectrum, truncate, truncated_kernel, unfold)
-from tnbench.config import ConfigError
+from tnbench.errors import ConfigError
+from tnbench.functional.approximation import rank_for_norm_loss, rank_for_rel_error, truncation_curves
+from tnbench.functional.bipartition import CUTS, fold, spectrum, truncate, truncated_kernel, unfold
+from tnbench.functional.cp import cp_conv2d, cp_decompose, cp_kernel
 from tnbench.layers import LowRankConv2d, LowRankLinear
-from tnbench.layers.cp import CPConv2d, cp_conv2d, cp_decompose, cp_kernel
-from tnbench.layers.truncated import BipartitionConv2d, factorize_conv
+from tnbench.layers.bipartition import BipartitionConv2d, factorize_conv
+from tnbench.layers.cp import CPConv2d
 from tnbench.methods import METHODS, build_method
 from tnbench.models import build_model
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+
+def norm_losses(s):
+    return truncation_curves(s)[0]
+
+
+def relative_errors(s):
+    return truncation_curves(s)[1]
+
+
+CONF = str(Path(__file__).resolve().parent.parent / "tnbench" / "conf")
 GEOMETRIES = [  # (stride, padding, dilation, kernel size)
     (1, 0, 1, (3, 3)),
     (2, 1, 1, (3, 5)),
@@ -34,9 +44,10 @@ def method_cfg(name: str, **kw):
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
-    from tnbench.config import register_configs
+    from tnbench.pipeline.configstore import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
@@ -306,8 +317,8 @@ def test_study_rejects_bad_grid_in_one_line(tmp_path):
     (["method=cp", "method.rank=0"], "method.rank must be >= 1, got 0"),
 ])
 def test_cli_preflight_rejects_bad_truncation_input(overrides, message):
-    from tnbench.config import register_configs
-    from tnbench.jobs import preflight
+    from tnbench.pipeline.configstore import register_configs
+    from tnbench.pipeline.jobs import preflight
 
     register_configs()
     problem = preflight(overrides, CONF)

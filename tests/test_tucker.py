@@ -12,17 +12,26 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from tnbench.config import ConfigError, OptimizerConfig
-from tnbench.data import InMemoryDataModule, load_data
-from tnbench.layers.tucker import TuckerConv2d, TuckerLinear, USVConv2d
-from tnbench.lit import Classifier
-from tnbench.methods import METHODS, build_method
-from tnbench.methods.rank_adaptive import RankAdaptiveIntegrator, project_state
-from tnbench.models import build_model
-from tnbench.tucker_math import (
-    augment_basis, fold, hosvd, mode_product, rank_for_tolerance, truncation_bases, tucker_params,
-    tucker_to_tensor, unfold,
+from tnbench.config import OptimizerConfig
+from tnbench.data import load_data
+from tnbench.data.module import InMemoryDataModule
+from tnbench.errors import ConfigError
+from tnbench.functional.tucker import (
+    augment_basis,
+    fold,
+    hosvd,
+    mode_product,
+    rank_for_tolerance,
+    truncation_bases,
+    tucker_params,
+    tucker_to_tensor,
+    unfold,
 )
+from tnbench.layers.tucker import TuckerConv2d, TuckerLinear, USVConv2d
+from tnbench.methods import METHODS, build_method
+from tnbench.methods.families.integrator import RankAdaptiveIntegrator, project_state
+from tnbench.models import build_model
+from tnbench.pipeline.classifier import Classifier
 
 LENET_LAYERS = ["features.0", "features.3", "classifier.0"]
 
@@ -385,18 +394,19 @@ def test_basis_step_on_a_batch_norm_network_leaves_running_statistics_alone():
 
 
 def compose(overrides):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
-    from tnbench.config import register_configs
+    from tnbench.pipeline.configstore import register_configs
 
     register_configs()
-    conf = str(Path(__file__).resolve().parent.parent / "conf")
+    conf = str(Path(__file__).resolve().parent.parent / "tnbench" / "conf")
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)
 
 
 def test_pipeline_with_tucker_adaptive_records_rank_history(tmp_path):
-    from tnbench.pipeline import run_pipeline
+    from tnbench.pipeline.stages import run_pipeline
 
     cfg = compose(["dataset=synthetic", "logger=none", "trainer.progress=false", "method=tucker_adaptive",
                    f"paths.results_dir={tmp_path}", "model=lenet5_dlrt", "dataset.train_size=512",

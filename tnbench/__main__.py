@@ -12,16 +12,16 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
 _failures: list[str] = []
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from tnbench.jobs import run_job
+    from tnbench.pipeline.jobs import run_job
 
     rec = run_job(cfg)
     if rec["status"] != "ok":
@@ -30,8 +30,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
-    from tnbench.jobs import preflight
-    from tnbench.config import register_configs
+    from tnbench.pipeline.configstore import register_configs
+    from tnbench.pipeline.jobs import preflight
 
     # A W&B service inherited from a parent process (WANDB_SERVICE, set by any process that
     # called wandb.init) would outlive a killed job and keep its run id "in use", so a resumed

@@ -1,24 +1,27 @@
-"""Structured configs: the schema every YAML in conf/ is validated against.
+"""Structured configs: the schema of the composed config, and the checks on its values.
 
-Hydra merges each group's YAML onto the dataclass registered here, so a wrong type or an
-unknown key fails at start-up. Value ranges (rank >= 1, epochs >= 0, ...) are checked by
-`validate`, which runs before any work so nothing is half-done when input is bad.
+Hydra validates the sections every run has (trainer, logger, pipeline, paths) against the
+dataclasses here as it composes. `dataset`, `model` and `method` are open at that point: each
+registry entry brings its own schema (a dataclass extending the base class here, e.g.
+`SVDConfig(MethodConfig)`), applied by `typed` in the up-front check, so composing a config
+(`--help`, `--cfg job`) never imports torch or a method. Value ranges the type system cannot
+express are checked by `validate`, before any work.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-
-class ConfigError(ValueError):
-    """Bad user input; its message is one line naming the field and what is allowed."""
+from tnbench.errors import ConfigError
 
 
 @dataclass
 class DatasetConfig:
+    """Options every dataset has; a dataset with options of its own extends this class."""
+
     name: str = MISSING
     data_dir: str = "${paths.data_dir}"
     download: bool = True
@@ -27,18 +30,25 @@ class DatasetConfig:
     augment: Optional[bool] = None  # None: the dataset's default (crop+flip for CIFAR)
     batch_size: int = 128
     eval_batch_size: int = 1024
-    # synthetic only
-    channels: int = 1
-    image_size: int = 28
-    num_classes: int = 10
-    train_size: int = 2048
-    test_size: int = 512
 
 
 @dataclass
 class ModelConfig:
     name: str = MISSING
     options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MethodConfig:
+    """Fields shared by every compression method; methods extend it."""
+
+    name: str = MISSING
+    paper: Optional[str] = None
+    # which layers to compress: all | all_but_first_last | a list of module names
+    layers: Any = "all_but_first_last"
+    # the target rank, for methods that have one; shared so that a sweep such as
+    # `-m method=none,svd method.rank=4,8` composes for every method (none ignores it)
+    rank: Optional[int] = None
 
 
 @dataclass
@@ -82,19 +92,6 @@ class LoggerConfig:
 
 
 @dataclass
-class MethodConfig:
-    """Fields shared by every compression method; methods extend it."""
-
-    name: str = MISSING
-    paper: Optional[str] = None
-    # which layers to compress: all | all_but_first_last | a list of module names
-    layers: Any = "all_but_first_last"
-    # the target rank, for methods that have one; shared so that a sweep such as
-    # `-m method=none,svd method.rank=4,8` composes for every method (none ignores it)
-    rank: Optional[int] = None
-
-
-@dataclass
 class PipelineConfig:
     pretrain_epochs: int = 3
     retrain_epochs: int = 2
@@ -118,9 +115,9 @@ class PathsConfig:
 
 @dataclass
 class Config:
-    dataset: DatasetConfig = MISSING
-    model: ModelConfig = MISSING
-    method: MethodConfig = MISSING
+    dataset: Any = MISSING  # typed by the dataset's own schema (`typed`)
+    model: Any = MISSING
+    method: Any = MISSING
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = MISSING
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -130,40 +127,25 @@ class Config:
     run_id: str = ""  # set in conf/config.yaml: <dataset>-<model>-<method>-s<seed>-<hash>
 
 
-def register_configs() -> None:
-    """Put every schema into Hydra's ConfigStore; each YAML names its schema in `defaults`
-    (`- /schema/dataset@_here_: base`).
-
-    A method's schema is its class's `config_class`, so a new method registers itself."""
-    from tnbench.methods import METHODS
-    from tnbench.resume import register_resolvers
-
-    register_resolvers()
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    # Schemas live in their own groups (schema/<axis>), so `dataset=` etc. list only real options.
-    cs.store(group="schema/dataset", name="base", node=DatasetConfig)
-    cs.store(group="schema/model", name="base", node=ModelConfig)
-    cs.store(group="schema/trainer", name="base", node=TrainerConfig)
-    cs.store(group="schema/logger", name="base", node=LoggerConfig)
-    for name in METHODS.names():
-        cs.store(group="schema/method", name=name, node=METHODS.get(name).config_class)
-    register_launcher_defaults(cs)
+def option_names(schema: type) -> list[str]:
+    return [f.name for f in fields(schema)] if is_dataclass(schema) else []
 
 
-def register_launcher_defaults(cs: ConfigStore) -> None:
-    """`hydra/launcher=joblib` runs 2 jobs at a time: the plugin's own default (n_jobs=-1) starts
-    one job per core, each with a multi-threaded torch. The plugin's entry is replaced in the
-    ConfigStore after Hydra's one-time plugin scan (which re-runs each plugin's own `store`); a
-    YAML of the same name in conf/ would trigger Hydra's deprecated automatic schema matching."""
-    from hydra.core.plugins import Plugins
-
+def typed(node: Any, schema: type, group: str) -> DictConfig:
+    """`node` (a dataset/model/method section) checked against its entry's dataclass: unknown
+    keys and wrong types become one-line ConfigErrors; missing keys take the defaults."""
+    name = node.get("name") if isinstance(node, DictConfig) else None
     try:
-        from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
-    except ImportError:  # the plugin is optional
-        return
-    Plugins.instance()  # the scan, now rather than later
-    cs.store(group="hydra/launcher", name="joblib", node=JobLibLauncherConf(n_jobs=2), provider="tnbench")
+        out = OmegaConf.merge(OmegaConf.structured(schema), node)
+    except ConfigKeyError as e:
+        raise ConfigError(f"{group}.{e.key} is not an option of {group}={name}; allowed: "
+                          f"{', '.join(option_names(schema))}") from None
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or getattr(e, "key", None) or "?"
+        msg = (getattr(e, "msg", None) or str(e)).splitlines()[0]
+        raise ConfigError(f"{group}.{key}: {msg}") from None
+    assert isinstance(out, DictConfig)
+    return out
 
 
 def _check(ok: bool, message: str) -> None:

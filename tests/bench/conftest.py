@@ -1,8 +1,8 @@
 """Shared set-up for the benchmarks in tests/bench (run with `make bench`, never in `make test`)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from omegaconf import DictConfig
@@ -14,7 +14,8 @@ def _compose(overrides: list[str]) -> DictConfig:
     """The real tnbench config, composed the way the CLI composes it (schema + conf/ + overrides)."""
     from hydra import compose, initialize_config_dir
 
-    from tnbench.config import register_configs, validate
+    from tnbench.config import validate
+    from tnbench.pipeline.configstore import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

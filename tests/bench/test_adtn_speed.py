@@ -7,7 +7,7 @@ multiply-adds = 32 flops per four-vector, 8 * 2^Q per gate. A gate layer has flo
 floor((Q-1)/2) gates, so a forward pass is n_gates(Q, M) * 8 * 2^Q ~ 4 M Q 2^Q flops. Backward
 costs two such passes (the gradient pushed back through each gate, and each gate's gradient,
 another 8 * 2^Q) plus the recomputation its checkpointing needs: about one more forward pass
-for "sqrt", none for "none", ~log2(n)/2 for "log" (tnbench.tn.adtn.recomputed_gates).
+for "sqrt", none for "none", ~log2(n)/2 for "log" (tnbench.functional.brickwall.recomputed_gates).
 
 Memory. Each grid point runs in a fresh process; the peak is the rise of the process's maximum
 resident set (ru_maxrss) over its size just before the pass, for the first forward pass and
@@ -87,8 +87,16 @@ def measure(qubits: int, depth: int, mode: str) -> dict:
     """One grid point, in this (fresh) process."""
     import torch
 
-    from tnbench.tn.adtn import (brick_wall, checkpoint_plan, forward_flops, gate_flops, gate_positions,
-                                 num_gates, product_state, recomputed_gates)
+    from tnbench.functional.brickwall import (
+        brick_wall,
+        checkpoint_plan,
+        forward_flops,
+        gate_flops,
+        gate_positions,
+        num_gates,
+        product_state,
+        recomputed_gates,
+    )
 
     torch.manual_seed(0)
     positions = gate_positions(qubits, depth)

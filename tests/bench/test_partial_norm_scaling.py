@@ -3,7 +3,7 @@
 Random tensor networks with Gaussian(1, 0.5) nodes (absolute values for the lineal norm), float64,
 one intra-op thread, normalized to a target norm F within the paper's tolerance (1e-3 F, 1e3 F):
 
-  paper  the paper's FTNR / LTNR protocol (tnbench.tn.partial_norm.normalize_partial), with the
+  paper  the paper's FTNR / LTNR protocol (tnbench.functional.partial_norm.normalize_partial), with the
          left environments kept and rescaled; a budget of MAX_STEPS normalization steps so that
          the real step count shows (the paper's public code stops at 100: `within_100` says
          whether that budget would have been enough);
@@ -44,9 +44,9 @@ from typing import Any
 import pytest
 import torch
 
-from tnbench.tn.network import Network
-from tnbench.tn.partial_norm import Environments, log_norm, normalize_log, normalize_partial
-from tnbench.tn.tt import tt_matrix_network, tt_matrix_shapes, tt_network, tt_shapes
+from tnbench.functional.network import Network
+from tnbench.functional.partial_norm import Environments, log_norm, normalize_log, normalize_partial
+from tnbench.functional.tt import tt_matrix_network, tt_matrix_shapes, tt_network, tt_shapes
 
 pytestmark = pytest.mark.bench
 

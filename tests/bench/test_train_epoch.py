@@ -33,8 +33,9 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -219,10 +220,10 @@ class Bench:
         """Exactly what tnbench.pipeline builds and fit() runs, for one pretrain epoch."""
         import lightning as L
 
-        from tnbench.data import InMemoryDataModule
-        from tnbench.lit import Classifier
+        from tnbench.data.module import InMemoryDataModule
         from tnbench.models import build_model
-        from tnbench.training import make_trainer
+        from tnbench.pipeline.classifier import Classifier
+        from tnbench.pipeline.trainer import make_trainer
 
         cfg = self.warm_cfg if warmup else self.cfg
         data = self.data
@@ -375,7 +376,7 @@ def write_results(results_dir: Path, bench: Bench, runs: dict[str, list[dict[str
 
 
 def test_train_epoch(tmp_path: Path, results_dir: Path, compose_config: Callable[[list[str]], Any]) -> None:
-    started = _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+    started = _dt.datetime.now(_dt.UTC).astimezone().isoformat(timespec="seconds")
     if THREADS:
         torch.set_num_threads(THREADS)
     bench = Bench(tmp_path, compose_config)

@@ -72,7 +72,7 @@ def sweep_timing(cfg, model, geometry, batches, factorized: bool) -> dict:
 
 
 def test_truncation_sweep_point_and_cp_layer_times(results_dir, tmp_path):
-    from tnbench.layers.cp import cp_decompose
+    from tnbench.functional.cp import cp_decompose
     from tnbench.models import build_model
     from tnbench.studies.truncation import compose_config, eval_batches, pretrained_model
 

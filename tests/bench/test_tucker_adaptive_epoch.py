@@ -57,15 +57,15 @@ OVERRIDES = [
 def test_tucker_adaptive_epoch_vs_fixed_rank_vs_dense(compose_config, results_dir, tmp_path):
     import lightning as L
 
-    from tnbench.data import InMemoryDataModule
+    from tnbench.data.module import InMemoryDataModule
     from tnbench.layers.tucker import CONV_MODES, LINEAR_MODES, TuckerConv2d, TuckerLinear
-    from tnbench.lit import Classifier
     from tnbench.methods import build_method
     from tnbench.methods.base import replace_module
-    from tnbench.metrics import count_flops, count_params
     from tnbench.models import build_model
-    from tnbench.pipeline import load_dataset
-    from tnbench.training import make_trainer
+    from tnbench.pipeline.classifier import Classifier
+    from tnbench.pipeline.metrics import count_flops, count_params
+    from tnbench.pipeline.stages import load_dataset
+    from tnbench.pipeline.trainer import make_trainer
 
     cfg = compose_config(OVERRIDES)
     data = load_dataset(cfg)
@@ -149,7 +149,7 @@ def test_tucker_adaptive_epoch_vs_fixed_rank_vs_dense(compose_config, results_di
         f"Ranks after the settling epoch (the fixed-rank model uses these): {ranks_final}", "",
         f"Ranks of the adaptive model after the timed epochs (it keeps adapting; its params below are "
         f"counted here): {ranks_after}", "",
-        "| variant | epoch s (median of %d) | vs dense | params | forward MFLOPs/image |" % ROUNDS,
+        f"| variant | epoch s (median of {ROUNDS}) | vs dense | params | forward MFLOPs/image |",
         "|---|---:|---:|---:|---:|",
     ]
     for k, row in rows.items():

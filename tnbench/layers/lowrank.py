@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tnbench.linalg import matricize_conv, truncated_svd
+from tnbench.functional.lowrank import matricize_conv, truncated_svd
 
 
 class LowRankLinear(nn.Module):
@@ -17,10 +17,9 @@ class LowRankLinear(nn.Module):
         self.second = nn.Linear(rank, out_features, bias=bias)
 
     @classmethod
-    def from_dense(cls, layer: nn.Linear, rank: int) -> tuple["LowRankLinear", Tensor]:
-        """Truncated-SVD factors of `layer`; returns the new layer and the full spectrum."""
-        w = layer.weight.detach()
-        a, b, s = truncated_svd(w, rank)
+    def from_factors(cls, layer: nn.Linear, a: Tensor, b: Tensor) -> LowRankLinear:
+        """The layer whose weight is a (OUT x r) @ b (r x IN); `layer`'s bias is copied."""
+        w = layer.weight
         new = cls(layer.in_features, layer.out_features, a.shape[1], bias=layer.bias is not None)
         new = new.to(device=w.device, dtype=w.dtype)
         with torch.no_grad():
@@ -28,7 +27,13 @@ class LowRankLinear(nn.Module):
             new.second.weight.copy_(a)
             if layer.bias is not None:
                 new.second.bias.copy_(layer.bias)
-        return new, s
+        return new
+
+    @classmethod
+    def from_dense(cls, layer: nn.Linear, rank: int) -> tuple[LowRankLinear, Tensor]:
+        """Truncated-SVD factors of `layer`; returns the new layer and the full spectrum."""
+        a, b, s = truncated_svd(layer.weight.detach(), rank)
+        return cls.from_factors(layer, a, b), s
 
     def dense_weight(self) -> Tensor:
         return self.second.weight @ self.first.weight
@@ -55,16 +60,21 @@ class LowRankConv2d(nn.Module):
         self.second = nn.Conv2d(rank, conv.out_channels, 1, bias=conv.bias is not None)
 
     @classmethod
-    def from_dense(cls, conv: nn.Conv2d, rank: int) -> tuple["LowRankConv2d", Tensor]:
-        w = conv.weight.detach()
-        a, b, s = truncated_svd(matricize_conv(w), rank)
+    def from_factors(cls, conv: nn.Conv2d, a: Tensor, b: Tensor) -> LowRankConv2d:
+        """The conv whose matricized kernel is a (OUT x r) @ b (r x IN*KH*KW); bias copied."""
+        w = conv.weight
         new = cls(conv, a.shape[1]).to(device=w.device, dtype=w.dtype)
         with torch.no_grad():
             new.first.weight.copy_(b.reshape(-1, *w.shape[1:]))
             new.second.weight.copy_(a[:, :, None, None])
             if conv.bias is not None:
                 new.second.bias.copy_(conv.bias)
-        return new, s
+        return new
+
+    @classmethod
+    def from_dense(cls, conv: nn.Conv2d, rank: int) -> tuple[LowRankConv2d, Tensor]:
+        a, b, s = truncated_svd(matricize_conv(conv.weight.detach()), rank)
+        return cls.from_factors(conv, a, b), s
 
     def dense_weight(self) -> Tensor:
         out = self.second.weight.shape[0]

@@ -8,25 +8,31 @@
   channels, the original stride/padding/dilation), then the channel nodes contracted with
   that (IN, b_N) map at every pixel. No unfold, no dense kernel.
 - `PEPSLinear`: a rows x cols grid of nodes (left, right, up, down, out, in), bond b between
-  grid neighbours (tnbench.tn.peps; nodes numbered column by column).
+  grid neighbours (tnbench.functional.peps; nodes numbered column by column).
 
 The input is contracted with the nodes by opt_einsum, with the path found once per input
-shape and cached, and never through the dense weight (tnbench.tn.network.apply).
+shape and cached, and never through the dense weight (tnbench.functional.network.apply).
 `dense_weight()` builds the dense weight for tests and reconstruction errors only.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tnbench.tn.network import Network, apply
-from tnbench.tn.peps import peps_network, peps_shapes, peps_to_dense
-from tnbench.tn.tt import (in_legs, out_legs, tt_matrix_from_dense, tt_matrix_network, tt_matrix_shapes,
-                           tt_matrix_to_dense)
+from tnbench.functional.network import Network, apply
+from tnbench.functional.peps import peps_network, peps_shapes, peps_to_dense
+from tnbench.functional.tt import (
+    in_legs,
+    out_legs,
+    tt_matrix_from_dense,
+    tt_matrix_network,
+    tt_matrix_shapes,
+    tt_matrix_to_dense,
+)
 
 
 class TensorizedLayer(nn.Module):
@@ -85,7 +91,7 @@ class TTLinear(TensorizedLayer):
 
     @classmethod
     def from_dense(cls, layer: nn.Linear, out_factors: Sequence[int], in_factors: Sequence[int],
-                   bond_dim: int) -> "TTLinear":
+                   bond_dim: int) -> TTLinear:
         """TT-SVD of the dense weight (bonds capped at `bond_dim`), bias copied."""
         w = layer.weight.detach()
         new = cls(layer.in_features, layer.out_features, out_factors, in_factors, bond_dim,
@@ -140,7 +146,7 @@ class TTConv2d(TensorizedLayer):
 
     @classmethod
     def from_dense(cls, conv: nn.Conv2d, out_factors: Sequence[int], in_factors: Sequence[int],
-                   bond_dim: int) -> "TTConv2d":
+                   bond_dim: int) -> TTConv2d:
         w = conv.weight.detach()
         new = cls(conv, out_factors, in_factors, bond_dim).to(device=w.device, dtype=w.dtype)
         kernel = w.shape[2] * w.shape[3]

@@ -1,4 +1,6 @@
-"""Compression methods: one module each, registered by name (the `method=` config group)."""
+"""Compression methods: one module per `method=` option (file name = conf/method/ name), each
+registering its `Method` subclass with `@METHODS.register(name)`. The registry imports every
+module of this package on first use; shared code is in `base` and `families/`."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,9 +8,7 @@ from typing import Any
 from tnbench.methods.base import LayerReport, Method
 from tnbench.registry import Registry
 
-METHODS: Registry[type[Method]] = Registry("method")
-
-from tnbench.methods import dense, dlrt, svd, tucker, tucker_adaptive, truncation, cp, adtn, tensorized  # noqa: E402,F401  (register themselves)
+METHODS: Registry[type[Method]] = Registry("method", "tnbench.methods")
 
 
 def build_method(cfg: Any) -> Method:

@@ -1,15 +1,19 @@
 """What every compression method shares: layer selection, replacement and per-layer reports."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
-from tnbench.config import ConfigError, MethodConfig
+from tnbench.config import MethodConfig, typed
+from tnbench.errors import ConfigError
 
 COMPRESSIBLE = (nn.Linear, nn.Conv2d)
+DEPTH_PRESETS = ("shallow", "deep")
 
 
 @dataclass
@@ -31,6 +35,17 @@ class LayerReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def kind_of(layer: nn.Module) -> str:
+    return "conv" if isinstance(layer, nn.Conv2d) else "linear"
+
+
+def left_dense(name: str, layer: nn.Module, note: str, ranks: list[int] | None = None) -> LayerReport:
+    """The report of a selected layer the method leaves as it is, and why."""
+    w = layer.weight
+    return LayerReport(name, kind_of(layer), list(w.shape), list(ranks or []), w.numel(), w.numel(),
+                       compressed=False, note=note)
 
 
 def compressible_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -60,6 +75,33 @@ def select_layers(model: nn.Module, spec: Any) -> list[tuple[str, nn.Module]]:
     raise ConfigError(f"method.layers must be all, all_but_first_last or a list of names; got {spec!r}")
 
 
+def select_conv_layers(model: nn.Module, spec: Any, include_linear: bool) -> list[tuple[str, nn.Module]]:
+    """`select_layers` for methods that work on conv kernels, plus the depth presets `shallow` /
+    `deep`: the first / second half of the model's convs (the shallow half takes the middle conv
+    when their number is odd). `all` / `all_but_first_last` and the presets take Linear layers
+    only with `include_linear`; layers named explicitly are taken as named."""
+    if isinstance(spec, str) and spec in DEPTH_PRESETS:
+        convs = [(n, m) for n, m in compressible_layers(model) if isinstance(m, nn.Conv2d)]
+        half = (len(convs) + 1) // 2
+        chosen = convs[:half] if spec == "shallow" else convs[half:]
+        if not chosen:
+            raise ConfigError(f"method.layers={spec} selects no conv layer in this model ({len(convs)} convs)")
+        return chosen
+    chosen = select_layers(model, spec)
+    if spec in ("all", "all_but_first_last") and not include_linear:
+        chosen = [(n, m) for n, m in chosen if isinstance(m, nn.Conv2d)]
+    return chosen
+
+
+def check_modes(modes: Any, allowed: tuple[str, ...], key: str) -> list[str]:
+    """Distinct mode names among `allowed`, in `allowed`'s order; ConfigError otherwise."""
+    modes = list(modes)
+    bad = [m for m in modes if m not in allowed]
+    if bad or not modes or len(set(modes)) != len(modes):
+        raise ConfigError(f"{key} must be distinct names among {', '.join(allowed)}; got {modes}")
+    return [m for m in allowed if m in modes]
+
+
 def is_channels_last(model: nn.Module) -> bool:
     """Whether the model's 4-d weights are in channels-last order (judged on those where the two
     orders differ: a 1-channel or 1x1 kernel is contiguous in both)."""
@@ -85,7 +127,8 @@ class Method:
     config_class: type = MethodConfig
 
     def __init__(self, cfg: Any) -> None:
-        self.cfg = cfg
+        # the composed config's `method` section is open; the method's own schema types it
+        self.cfg = typed(cfg, self.config_class, "method") if isinstance(cfg, DictConfig) else cfg
         self.validate()
 
     def validate(self) -> None:

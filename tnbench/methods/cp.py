@@ -16,12 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from tnbench.config import ConfigError, MethodConfig
-from tnbench.layers.cp import CP_INITS, CPConv2d, cp_decompose, cp_kernel
-from tnbench.layers.truncated import factorizable
+from tnbench.config import MethodConfig
+from tnbench.errors import ConfigError
+from tnbench.functional.cp import CP_INITS, cp_decompose, cp_kernel
+from tnbench.layers.bipartition import factorizable
+from tnbench.layers.cp import CPConv2d
 from tnbench.methods import METHODS
-from tnbench.methods.base import LayerReport, Method, replace_module
-from tnbench.methods.truncation import select_truncation_layers
+from tnbench.methods.base import LayerReport, Method, left_dense, replace_module, select_conv_layers
 
 
 @dataclass
@@ -55,17 +56,15 @@ class CPDecomposition(Method):
     def compress(self, model: nn.Module) -> list[LayerReport]:
         c = self.cfg
         reports = []
-        for name, conv in select_truncation_layers(model, c.layers, include_linear=False):
+        for name, conv in select_conv_layers(model, c.layers, include_linear=False):
             w = conv.weight.detach()
             if not isinstance(conv, nn.Conv2d):
-                reports.append(LayerReport(name, "linear", list(w.shape), [], w.numel(), w.numel(), compressed=False,
-                                           note="CP applies to convs: a matrix's CP is its SVD (use svd_truncation)"))
+                reports.append(left_dense(name, conv, "CP applies to convs: a matrix's CP is its SVD (use svd_truncation)"))
                 continue
             o, i, kh, kw = w.shape
             params = c.rank * (o + i + kh + kw)
             if c.skip_if_larger and params >= w.numel():
-                reports.append(LayerReport(name, "conv", list(w.shape), [c.rank], w.numel(), w.numel(),
-                                           compressed=False, note=f"CP rank {c.rank} would not save parameters"))
+                reports.append(left_dense(name, conv, f"CP rank {c.rank} would not save parameters", [c.rank]))
                 continue
             factors, info = cp_decompose(w, c.rank, n_iter_max=c.n_iter_max, tol=c.tol, init=c.init, seed=c.seed)
             problem = factorizable(conv)

@@ -4,7 +4,7 @@ Each selected layer is W = U S V^T with orthonormal U, V and a small core S: Lin
 `TuckerLinear` (the two-mode case), Conv2d layers matricized OUT x (IN*KH*KW) as `USVConv2d`.
 The K/L-steps augment U and V, the S-step trains S, and the truncation keeps one rank r per
 layer, the smallest with ||sigma[r:]|| <= tau ||sigma|| for the singular values sigma of S
-(tnbench.methods.rank_adaptive). DLRT integrates every step (adapt_every 1) and its published
+(tnbench.methods.families.integrator). DLRT integrates every step (adapt_every 1) and its published
 ranks go down to 2, hence r_min 1.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import nn
 
 from tnbench.layers.tucker import TuckerLayer, TuckerLinear, USVConv2d
 from tnbench.methods import METHODS
-from tnbench.methods.rank_adaptive import RankAdaptiveConfig, RankAdaptiveMethod
+from tnbench.methods.families.rank_adaptive import RankAdaptiveConfig, RankAdaptiveMethod
 
 
 @dataclass

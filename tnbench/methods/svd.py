@@ -2,7 +2,7 @@
 
 Convs are matricized OUT x (IN*KH*KW) and run as a KHxKW conv to `rank` channels followed by
 a 1x1 conv. The rank is `method.rank`, or with `method.energy` the smallest rank that keeps
-that share of the squared Frobenius norm.
+that share of the squared Frobenius norm. Each layer's SVD is computed once.
 """
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from typing import Optional
 import torch
 from torch import nn
 
-from tnbench.config import ConfigError, MethodConfig
+from tnbench.config import MethodConfig
+from tnbench.errors import ConfigError
+from tnbench.functional.approximation import rank_for_energy, truncation_curves
+from tnbench.functional.lowrank import matricize_conv, split_factors, svd
 from tnbench.layers import LowRankConv2d, LowRankLinear
-from tnbench.linalg import matricize_conv, norm_loss, rank_for_energy, relative_error
 from tnbench.methods import METHODS
-from tnbench.methods.base import LayerReport, Method, replace_module, select_layers
+from tnbench.methods.base import LayerReport, Method, kind_of, left_dense, replace_module, select_layers
 
 
 @dataclass
@@ -46,29 +48,27 @@ class SVDFactorization(Method):
             return rank_for_energy(s, self.cfg.energy)
         return min(self.cfg.rank, s.numel())
 
+    @torch.no_grad()
     def compress(self, model: nn.Module) -> list[LayerReport]:
         reports = []
         for name, layer in select_layers(model, self.cfg.layers):
             w = layer.weight.detach()
-            matrix = matricize_conv(w) if isinstance(layer, nn.Conv2d) else w
+            kind = kind_of(layer)
+            if kind == "conv" and layer.groups != 1:
+                reports.append(left_dense(name, layer, "grouped conv left dense"))
+                continue
+            matrix = matricize_conv(w) if kind == "conv" else w
             m, n = matrix.shape
-            s = torch.linalg.svdvals(matrix.double())
+            u, s, vh = svd(matrix)
             rank = self._rank(s)
-            factored = rank * (m + n)
-            kind = "conv" if isinstance(layer, nn.Conv2d) else "linear"
-            if isinstance(layer, nn.Conv2d) and layer.groups != 1:
-                reports.append(LayerReport(name, kind, list(w.shape), [], w.numel(), w.numel(),
-                                           compressed=False, note="grouped conv left dense"))
+            if self.cfg.skip_if_larger and rank * (m + n) >= m * n:
+                reports.append(left_dense(name, layer, f"rank {rank} would not save parameters", [min(m, n)]))
                 continue
-            if self.cfg.skip_if_larger and factored >= m * n:
-                reports.append(LayerReport(name, kind, list(w.shape), [min(m, n)], w.numel(), w.numel(),
-                                           compressed=False, note=f"rank {rank} would not save parameters"))
-                continue
+            a, b = split_factors(u, s, vh, rank, w.dtype)
             cls = LowRankConv2d if kind == "conv" else LowRankLinear
-            new, _ = cls.from_dense(layer, rank)
+            new = cls.from_factors(layer, a, b)
             replace_module(model, name, new)
-            reports.append(LayerReport(
-                name, kind, list(w.shape), [rank], w.numel(), new.weight_params(),
-                norm_loss=norm_loss(s, rank), relative_error=relative_error(s, rank),
-            ))
+            losses, errors = truncation_curves(s)
+            reports.append(LayerReport(name, kind, list(w.shape), [rank], w.numel(), new.weight_params(),
+                                       norm_loss=float(losses[rank]), relative_error=float(errors[rank])))
         return reports

@@ -16,11 +16,13 @@ import torch
 from omegaconf import ListConfig
 from torch import nn
 
-from tnbench.config import ConfigError, MethodConfig
+from tnbench.config import MethodConfig
+from tnbench.errors import ConfigError
+from tnbench.functional.approximation import norm_loss, relative_error
+from tnbench.functional.tucker import resolve_rank, tucker_params
 from tnbench.layers.tucker import CONV_MODES, LINEAR_MODES, TuckerConv2d, TuckerLinear
 from tnbench.methods import METHODS
-from tnbench.methods.base import LayerReport, Method, replace_module, select_layers
-from tnbench.tucker_math import norm_loss, relative_error, resolve_rank, tucker_params
+from tnbench.methods.base import LayerReport, Method, check_modes, kind_of, left_dense, replace_module, select_layers
 
 
 @dataclass
@@ -36,14 +38,6 @@ def check_rank_spec(value: Any, key: str) -> None:
         resolve_rank(value, 1)
     except ValueError:
         raise ConfigError(f"{key} entries must be integers >= 1 or fractions in (0, 1]; got {value!r}") from None
-
-
-def check_modes(modes: Any, key: str) -> list[str]:
-    modes = list(modes)
-    bad = [m for m in modes if m not in CONV_MODES]
-    if bad or not modes or len(set(modes)) != len(modes):
-        raise ConfigError(f"{key} must be distinct names among {', '.join(CONV_MODES)}; got {modes}")
-    return [m for m in CONV_MODES if m in modes]  # canonical order
 
 
 def layer_ranks(spec: dict[str, Any], layer: nn.Module, name: str, key: str) -> dict[str, int]:
@@ -67,7 +61,7 @@ class TuckerFactorization(Method):
     config_class = TuckerConfig
 
     def validate(self) -> None:
-        self.modes = check_modes(self.cfg.modes, "method.modes")
+        self.modes = check_modes(self.cfg.modes, CONV_MODES, "method.modes")
         rank = self.cfg.get("rank")
         if rank is not None:
             if rank < 1:
@@ -91,21 +85,19 @@ class TuckerFactorization(Method):
         reports = []
         for name, layer in select_layers(model, self.cfg.layers):
             w = layer.weight.detach()
-            kind = "conv" if isinstance(layer, nn.Conv2d) else "linear"
+            kind = kind_of(layer)
             if kind == "conv" and layer.groups != 1:
-                reports.append(LayerReport(name, kind, list(w.shape), [], w.numel(), w.numel(),
-                                           compressed=False, note="grouped conv left dense"))
+                reports.append(left_dense(name, layer, "grouped conv left dense"))
                 continue
             ranks = layer_ranks(self.spec, layer, name, "method.ranks")
             names = CONV_MODES if kind == "conv" else LINEAR_MODES
             if not ranks:
-                reports.append(LayerReport(name, kind, list(w.shape), [], w.numel(), w.numel(),
-                                           compressed=False, note="no factored mode applies to this layer"))
+                reports.append(left_dense(name, layer, "no factored mode applies to this layer"))
                 continue
             size = tucker_params(tuple(w.shape), {names.index(m): r for m, r in ranks.items()})
             if self.cfg.skip_if_larger and size >= w.numel():
-                reports.append(LayerReport(name, kind, list(w.shape), list(ranks.values()), w.numel(), w.numel(),
-                                           compressed=False, note=f"ranks {list(ranks.values())} would not save parameters"))
+                reports.append(left_dense(name, layer, f"ranks {list(ranks.values())} would not save parameters",
+                                          list(ranks.values())))
                 continue
             if kind == "conv":
                 new, _ = TuckerConv2d.from_dense(layer, ranks, tuple(ranks))

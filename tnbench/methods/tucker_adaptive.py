@@ -3,7 +3,7 @@
 Each selected Conv2d becomes a `TuckerConv2d` factored on the adaptive modes (default OUT and
 IN, kernel modes whole, as in the authors' later code), each Linear a `TuckerLinear` (its
 `out`/`in` modes); the rank of every factored mode is then adapted while training by the
-integrator in tnbench.methods.rank_adaptive. Defaults: tau 0.1, r_min 7, r_max 100, initial
+integrator in tnbench.methods.families.integrator. Defaults: tau 0.1, r_min 7, r_max 100, initial
 rank 50, truncation every 10 steps (papers.md section 2).
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from torch import nn
 
 from tnbench.layers.tucker import CONV_MODES, TuckerConv2d, TuckerLayer, TuckerLinear
 from tnbench.methods import METHODS
-from tnbench.methods.rank_adaptive import RankAdaptiveConfig, RankAdaptiveMethod
-from tnbench.methods.tucker import check_modes
+from tnbench.methods.base import check_modes
+from tnbench.methods.families.rank_adaptive import RankAdaptiveConfig, RankAdaptiveMethod
 
 
 @dataclass
@@ -30,7 +30,7 @@ class TuckerAdaptive(RankAdaptiveMethod):
 
     def validate(self) -> None:
         super().validate()
-        self.modes = check_modes(self.cfg.adaptive_modes, "method.adaptive_modes")
+        self.modes = check_modes(self.cfg.adaptive_modes, CONV_MODES, "method.adaptive_modes")
 
     def factorize(self, layer: nn.Module) -> TuckerLayer:
         shape = layer.weight.shape

@@ -4,39 +4,43 @@ Builders take the dataset geometry (``in_channels``, ``image_size``,
 ``num_classes``) as keyword arguments so one model name works for MNIST-like
 (1x28x28) and CIFAR-like (3x32x32) data alike; model-specific knobs come as
 extra keyword options and are validated up front so a bad config fails with a
-one-line ``ValueError`` instead of a shape error deep inside training.
+one-line ``ConfigError`` instead of a shape error deep inside training. Every module of this
+package is imported by the registry on first use; a model registers itself with
+``@MODELS.register(name)``.
 """
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
+from tnbench.errors import ConfigError
 from tnbench.registry import Registry
 
 ModelBuilder = Callable[..., nn.Module]
 
-MODELS: Registry[ModelBuilder] = Registry("model")
+MODELS: Registry[ModelBuilder] = Registry("model", "tnbench.models")
 
 _GEOMETRY = ("in_channels", "image_size", "num_classes")
 
 
 def require(condition: bool, message: str) -> None:
-    """Raise a one-line ``ValueError`` when a builder option is out of range."""
+    """Raise a one-line ``ConfigError`` when a builder option is out of range."""
     if not condition:
-        raise ValueError(message)
+        raise ConfigError(message)
 
 
 def _check_options(name: str, builder: ModelBuilder, options: dict[str, Any]) -> None:
-    """Reject unknown options as ``ValueError`` (not ``TypeError``) naming the allowed ones."""
+    """Reject unknown options as ``ConfigError`` (not ``TypeError``) naming the allowed ones."""
     params = inspect.signature(builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     allowed = [p for p in params if p not in _GEOMETRY]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"model {name!r} has no option(s) {', '.join(unknown)}; "
             f"allowed: {', '.join(allowed) or '(none)'}"
         )
@@ -55,8 +59,5 @@ def build_model(
         in_channels=in_channels, image_size=image_size, num_classes=num_classes, **options
     )
 
-
-# Imported last: the submodules register themselves into MODELS defined above.
-from tnbench.models import resnet, small, vgg  # noqa: E402,F401
 
 __all__ = ["MODELS", "build_model"]

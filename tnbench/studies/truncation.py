@@ -40,8 +40,9 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import lightning as L
 import pandas as pd
@@ -49,11 +50,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from tnbench.bipartition import CUTS, factorized_params, norm_losses, spectrum
+from tnbench.functional.approximation import truncation_curves
+from tnbench.functional.bipartition import CUTS, factorized_params, spectrum
 from tnbench.methods import METHODS, build_method
 from tnbench.methods.base import compressible_layers
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 DEFAULT_NORM_LOSSES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 ALL = "all"
 
@@ -86,7 +88,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def _floats(text: str, name: str) -> list[float]:
-    from tnbench.config import ConfigError
+    from tnbench.errors import ConfigError
 
     try:
         return [float(v) for v in text.split(",") if v.strip()]
@@ -98,8 +100,8 @@ def compose_config(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from tnbench.config import register_configs
-    from tnbench.pipeline import check
+    from tnbench.pipeline.checks import check
+    from tnbench.pipeline.configstore import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -112,10 +114,10 @@ def compose_config(overrides: list[str]) -> DictConfig:
 def pretrained_model(cfg: DictConfig, work_dir: Path) -> tuple[nn.Module, Any, dict[str, Any], dict[str, int]]:
     """The pipeline's dense model (pretrain cache, or pretrain and cache), its data module,
     the pretrain record and the model's geometry."""
-    from tnbench.data import InMemoryDataModule
-    from tnbench.lit import Classifier
+    from tnbench.data.module import InMemoryDataModule
     from tnbench.models import build_model
-    from tnbench.pipeline import Run, load_dataset, pretrain
+    from tnbench.pipeline.classifier import Classifier
+    from tnbench.pipeline.stages import Run, load_dataset, pretrain
 
     data = load_dataset(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # as run_pipeline: same initial weights
@@ -167,7 +169,7 @@ def spectra_frame(layers: list[tuple[str, nn.Module]], cuts: list[str]) -> pd.Da
         w = layer.weight.detach()
         for cut in cuts if w.ndim == 4 else ["out"]:
             s = spectrum(w, cut) if w.ndim == 4 else torch.linalg.svdvals(w.double())
-            losses = norm_losses(s)
+            losses = truncation_curves(s)[0]
             for k in range(1, s.numel() + 1):
                 params = factorized_params(tuple(w.shape), cut, k) if w.ndim == 4 else k * sum(w.shape)
                 rows.append({"layer": name, "depth": depth, "shape": "x".join(map(str, w.shape)), "cut": cut,
@@ -393,7 +395,7 @@ def summarize(table: pd.DataFrame, spectra: pd.DataFrame, out: Path, threshold: 
 
 
 def replot(out: Path, threshold: float) -> Path:
-    from tnbench.config import ConfigError
+    from tnbench.errors import ConfigError
 
     try:
         table, spectra = pd.read_csv(out / "truncation.csv"), pd.read_csv(out / "spectra.csv")
@@ -411,8 +413,8 @@ def replot(out: Path, threshold: float) -> Path:
 
 
 def run_study(args: argparse.Namespace) -> Path:
-    from tnbench.bipartition import CUTS as KNOWN_CUTS
-    from tnbench.config import ConfigError
+    from tnbench.errors import ConfigError
+    from tnbench.functional.bipartition import CUTS as KNOWN_CUTS
 
     t_start = time.perf_counter()
     targets = _floats(args.norm_losses, "--norm-losses")
@@ -505,9 +507,9 @@ def main(argv: list[str] | None = None) -> Path:
 
 def cli() -> None:
     """Bad input (overrides, grid options) costs one line on stderr and exit code 2."""
-    from tnbench.config import register_configs
-    from tnbench.jobs import preflight
-    from tnbench.pipeline import USER_ERRORS
+    from tnbench.errors import BAD_INPUT
+    from tnbench.pipeline.configstore import register_configs
+    from tnbench.pipeline.jobs import preflight
 
     argv = sys.argv[1:]
     register_configs()
@@ -517,7 +519,7 @@ def cli() -> None:
         sys.exit(2)
     try:
         main(argv)
-    except USER_ERRORS as e:
+    except BAD_INPUT as e:
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         sys.exit(2)
 

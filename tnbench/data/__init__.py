@@ -1,0 +1,86 @@
+"""Datasets held whole in (device) memory, batched without worker processes.
+
+The benchmark datasets are small (MNIST-sized to CIFAR-sized: at most ~180 MB as uint8), so
+each split lives as one uint8 tensor on the training device; batching is an index into it and
+normalization/augmentation are a few batched tensor ops (tnbench.data.batching).
+
+  DATASETS / dataset   the registry; one module per family in tnbench.data.sets registers
+                       its builders, with the dataclass of its options (like methods do)
+  load_data            a dataset by name, with seeded subsets
+  tensors, batching, module   TensorData, the loader, the Lightning DataModule
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Optional
+
+from tnbench.config import DatasetConfig, option_names
+from tnbench.data.tensors import TensorData, subset_indices
+from tnbench.registry import Registry
+
+# A builder takes (data_dir, download, seed, **options) and returns the full TensorData; its
+# `config_class` is the dataclass of its config section (DatasetConfig or an extension).
+DatasetBuilder = Callable[..., TensorData]
+DATASETS: Registry[DatasetBuilder] = Registry("dataset", "tnbench.data.sets")
+
+
+def dataset(name: str, config_class: type = DatasetConfig) -> Callable[[DatasetBuilder], DatasetBuilder]:
+    """Register a builder under `name`; options of `config_class` beyond DatasetConfig's are
+    passed to it as keyword arguments."""
+
+    def add(builder: DatasetBuilder) -> DatasetBuilder:
+        builder.config_class = config_class  # type: ignore[attr-defined]
+        return DATASETS.register(name)(builder)
+
+    return add
+
+
+def config_class(name: str) -> type:
+    return getattr(DATASETS.get(name), "config_class", DatasetConfig)
+
+
+def builder_options(section: Any) -> dict[str, Any]:
+    """The dataset's own options (fields its schema adds to DatasetConfig) from a config section."""
+    shared = set(option_names(DatasetConfig))
+    return {k: section[k] for k in option_names(config_class(section.name)) if k not in shared}
+
+
+def load_data(
+    name: str,
+    data_dir: str,
+    download: bool = False,
+    train_subset: Optional[int] = None,
+    test_subset: Optional[int] = None,
+    seed: int = 0,
+    augment: Optional[bool] = None,
+    **options: Any,
+) -> TensorData:
+    """Load dataset ``name`` into CPU tensors.
+
+    ``train_subset``/``test_subset`` keep a seeded random subset (None or 0: all).  ``seed`` also
+    seeds the synthetic dataset.  ``augment`` overrides the dataset's default (on for CIFAR).
+    Remaining ``options`` go to the dataset builder.
+    """
+    builder = DATASETS.get(name)  # unknown names fail here, before touching the disk
+    data = builder(os.path.expanduser(str(data_dir)), bool(download), seed=seed, **options)
+    train = subset_indices(len(data.train_y), train_subset, seed)
+    test = subset_indices(len(data.test_y), test_subset, seed)
+    if train is not None:
+        data = dataclasses.replace(data, train_x=data.train_x[train], train_y=data.train_y[train])
+    if test is not None:
+        data = dataclasses.replace(data, test_x=data.test_x[test], test_y=data.test_y[test])
+    if augment is not None:
+        data = dataclasses.replace(data, augment=bool(augment))
+    return data
+
+
+def load_section(section: Any, seed: int) -> TensorData:
+    """The dataset a (typed) `dataset` config section describes."""
+    return load_data(section.name, data_dir=section.data_dir, download=section.download,
+                     train_subset=section.train_subset or None, test_subset=section.test_subset or None,
+                     seed=seed, augment=section.augment, **builder_options(section))
+
+
+__all__ = ["DATASETS", "TensorData", "builder_options", "config_class", "dataset", "load_data", "load_section",
+           "subset_indices"]

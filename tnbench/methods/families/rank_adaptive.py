@@ -1,0 +1,127 @@
+"""What `method=dlrt` and `method=tucker_adaptive` share: layers held as a core and orthonormal
+factors (tnbench.layers.tucker), compressed at a starting rank, whose ranks the integrator
+(tnbench.methods.families.integrator) adapts while the pipeline retrains."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from tnbench.config import MethodConfig
+from tnbench.errors import ConfigError
+from tnbench.functional.approximation import norm_loss, relative_error
+from tnbench.functional.tucker import clamp_rank, resolve_rank
+from tnbench.layers.tucker import TuckerLayer
+from tnbench.methods.base import LayerReport, Method, kind_of, left_dense, replace_module, select_layers
+from tnbench.methods.families.integrator import RankAdaptiveIntegrator
+
+
+@dataclass
+class RankAdaptiveConfig(MethodConfig):
+    """Settings shared by the rank-adaptive methods (defaults: TDLRT's later public code)."""
+
+    tau: float = 0.1  # relative truncation tolerance, in (0, 1)
+    r_min: int = 7  # ranks are clamped to [r_min, r_max], each capped at the mode size
+    r_max: int = 100
+    rank_init: Any = 50  # starting rank: an integer, or a fraction (0, 1] of each mode size
+    adapt_every: int = 10  # optimizer steps per augment -> train -> truncate window
+
+
+class RankAdaptiveMethod(Method):
+    """Compress the selected layers into factored form at `rank_init` (HOSVD of the current
+    weights: pretrained, or the random initialisation when pretrain_epochs=0), then let the
+    integrator adapt the ranks during retraining."""
+
+    config_class = RankAdaptiveConfig
+    tie = False  # one rank per layer (the matrix case) instead of one per mode
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.layers: list[tuple[str, TuckerLayer]] = []
+        self.reports: list[LayerReport] = []
+        self.history: list[dict[str, Any]] = []
+
+    def validate(self) -> None:
+        c = self.cfg
+        if not 0.0 < c.tau < 1.0:
+            raise ConfigError(f"method.tau must be in (0, 1), got {c.tau}")
+        if c.r_min < 1:
+            raise ConfigError(f"method.r_min must be >= 1, got {c.r_min}")
+        if c.r_min > c.r_max:
+            raise ConfigError(f"method.r_min ({c.r_min}) must be <= method.r_max ({c.r_max})")
+        if c.adapt_every < 1:
+            raise ConfigError(f"method.adapt_every must be >= 1, got {c.adapt_every}")
+        try:
+            resolve_rank(self.rank_init_spec(), 1)
+        except ValueError:
+            raise ConfigError(f"method.rank_init must be an integer >= 1 or a fraction in (0, 1]; "
+                              f"got {self.rank_init_spec()!r}") from None
+        if isinstance(self.rank_init_spec(), int) and not c.r_min <= self.rank_init_spec() <= c.r_max:
+            raise ConfigError(f"method.rank_init ({self.rank_init_spec()}) must lie in [r_min, r_max] = "
+                              f"[{c.r_min}, {c.r_max}]")
+
+    def rank_init_spec(self) -> Any:
+        """The shared `method.rank`, when a sweep sets it, is the starting rank."""
+        rank = self.cfg.get("rank")
+        return int(rank) if rank is not None else self.cfg.rank_init
+
+    def start_rank(self, size: int) -> int:
+        return clamp_rank(resolve_rank(self.rank_init_spec(), size), self.cfg.r_min, self.cfg.r_max, size)
+
+    def factorize(self, layer: nn.Module) -> TuckerLayer:
+        """The factored replacement of one Conv2d/Linear at the starting ranks."""
+        raise NotImplementedError
+
+    def compress(self, model: nn.Module) -> list[LayerReport]:
+        reports: list[LayerReport] = []
+        self.layers, self.reports = [], reports
+        self.history.clear()
+        for name, layer in select_layers(model, self.cfg.layers):
+            w = layer.weight.detach()
+            kind = kind_of(layer)
+            if kind == "conv" and layer.groups != 1:
+                reports.append(left_dense(name, layer, "grouped conv left dense"))
+                continue
+            new = self.factorize(layer)
+            with torch.no_grad():
+                approx = new.dense_weight()
+            for mode in new.modes:
+                new.factor(mode).requires_grad_(False)  # moved by the integrator only
+            replace_module(model, name, new)
+            self.layers.append((name, new))
+            report = LayerReport(name, kind, list(w.shape), self.ranks_of(new), w.numel(), new.weight_params(),
+                                 norm_loss=norm_loss(w, approx), relative_error=relative_error(w, approx),
+                                 extra={"modes": list(new.modes)})
+            reports.append(report)
+        return reports
+
+    def ranks_of(self, layer: TuckerLayer) -> list[int]:
+        return layer.ranks()[:1] if self.tie else layer.ranks()
+
+    def callbacks(self) -> list[Any]:
+        c = self.cfg
+        return [RankAdaptiveIntegrator(self.layers, c.tau, c.r_min, c.r_max, c.adapt_every, tie=self.tie,
+                                       history=self.history)]
+
+    def describe(self, model: nn.Module) -> list[LayerReport] | None:
+        """The layers as retraining left them. norm_loss and relative_error stay those of the
+        initial factorization (the trained weights have no dense counterpart to compare with)."""
+        adapted = dict(self.layers)
+        out = []
+        for start in self.reports:
+            layer = adapted.get(start.name)
+            if layer is None:  # left dense
+                out.append(start)
+                continue
+            out.append(LayerReport(
+                start.name, start.kind, start.shape, self.ranks_of(layer), start.weight_params_dense,
+                layer.weight_params(), norm_loss=start.norm_loss, relative_error=start.relative_error,
+                note=f"ranks adapted in training (tau={self.cfg.tau})",
+                extra={**start.extra, "ranks_at_compress": start.ranks},
+            ))
+        return out
+
+    def extra_record(self) -> dict[str, Any]:
+        return {"rank_history": self.history}

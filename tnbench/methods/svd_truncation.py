@@ -1,0 +1,153 @@
+"""`method=svd_truncation`: post-training bipartition truncation of conv kernels (arXiv 2403.14379).
+
+Each selected conv kernel (OUT x IN x KH x KW) is unfolded along `method.cut` (see
+tnbench.functional.bipartition for the seven cuts), SVD-truncated and stored
+
+- factorized (`method.factorized=true`, default): LowRankConv2d for the OUT cut, else a
+  BipartitionConv2d running the cut's exact conv chain; a layer whose factors would not be
+  smaller than the kernel (e.g. the KH cut keeping all KH singular values), or that has no
+  factorized form here (grouped, non-zero padding mode), keeps the truncated kernel dense and
+  says so in its report note;
+- or dense-reconstructed (`method.factorized=false`): the truncated kernel written back into
+  the original Conv2d, for accuracy studies where only the truncation matters.
+
+How much is cut, first match wins: `method.rank` (bipartition rank), `method.rel_error`
+(smallest rank with ||W - W_trunc|| / ||W|| <= tolerance), else `method.norm_loss` (smallest
+rank with 1 - ||W_trunc|| / ||W|| <= target; the paper's axis). Setting both rank and
+rel_error is an error.
+
+Layers (`method.layers`): all | all_but_first_last | a list of names (tnbench.methods.base
+semantics), or the depth presets `shallow` / `deep`: the first / second half of the model's
+convs (the shallow half takes the middle conv when their number is odd). The presets take
+Linear layers only with `method.include_linear=true` (named layers are taken as named); a
+matrix has a single bipartition (OUT | IN), used whatever the cut.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from tnbench.config import MethodConfig
+from tnbench.errors import ConfigError
+from tnbench.functional.approximation import rank_for_norm_loss, rank_for_rel_error, truncation_curves
+from tnbench.functional.bipartition import CUTS, factorized_params, fold, unfold
+from tnbench.functional.lowrank import split_factors, svd
+from tnbench.layers import LowRankLinear
+from tnbench.layers.bipartition import factorizable, factorize_conv
+from tnbench.methods import METHODS
+from tnbench.methods.base import LayerReport, Method, replace_module, select_conv_layers
+
+
+@dataclass
+class TruncationConfig(MethodConfig):
+    name: str = "svd_truncation"
+    layers: Any = "all"
+    cut: str = "out"  # out | in | kh | kw | out_in | out_kh | out_kw
+    norm_loss: Optional[float] = 0.3  # target 1 - ||W_trunc|| / ||W||, in [0, 1)
+    rank: Optional[int] = None  # fixed bipartition rank; wins over norm_loss
+    rel_error: Optional[float] = None  # tolerance on ||W - W_trunc|| / ||W||; wins over norm_loss
+    include_linear: bool = False
+    factorized: bool = True
+
+
+@METHODS.register("svd_truncation")
+class SVDTruncation(Method):
+    config_class = TruncationConfig
+
+    def validate(self) -> None:
+        c = self.cfg
+        if c.cut not in CUTS:
+            raise ConfigError(f"method.cut must be one of {', '.join(CUTS)}; got {c.cut!r}")
+        if c.rank is not None and c.rel_error is not None:
+            raise ConfigError("method.rank and method.rel_error are both set; set one (or neither, to use norm_loss)")
+        if c.rank is not None:
+            if c.rank < 1:
+                raise ConfigError(f"method.rank must be >= 1, got {c.rank}")
+        elif c.rel_error is not None:
+            if not 0.0 <= c.rel_error < 1.0:
+                raise ConfigError(f"method.rel_error must be in [0, 1), got {c.rel_error}")
+        elif c.norm_loss is None:
+            raise ConfigError("set one of method.norm_loss (in [0, 1)), method.rank (>= 1) or method.rel_error")
+        elif not 0.0 <= c.norm_loss < 1.0:
+            raise ConfigError(f"method.norm_loss must be in [0, 1), got {c.norm_loss}")
+
+    def target(self) -> tuple[str, float]:
+        c = self.cfg
+        if c.rank is not None:
+            return "rank", c.rank
+        if c.rel_error is not None:
+            return "rel_error", c.rel_error
+        return "norm_loss", c.norm_loss
+
+    def choose_rank(self, s: torch.Tensor) -> int:
+        kind, value = self.target()
+        if kind == "rank":
+            return min(int(value), s.numel())
+        if kind == "rel_error":
+            return rank_for_rel_error(s, value)
+        return rank_for_norm_loss(s, value)
+
+    def compress(self, model: nn.Module) -> list[LayerReport]:
+        reports = []
+        for name, layer in select_conv_layers(model, self.cfg.layers, self.cfg.include_linear):
+            if isinstance(layer, nn.Conv2d):
+                reports.append(self._truncate_conv(model, name, layer))
+            else:
+                reports.append(self._truncate_linear(model, name, layer))
+        return reports
+
+    def _report(self, name: str, kind: str, w: torch.Tensor, cut: str, rank: int, s: torch.Tensor,
+                params_factorized: int, factorized: bool, note: str) -> LayerReport:
+        target_kind, target = self.target()
+        losses, errors = truncation_curves(s)
+        return LayerReport(
+            name, kind, list(w.shape), [rank], w.numel(), params_factorized if factorized else w.numel(),
+            norm_loss=float(losses[rank]), relative_error=float(errors[rank]), note=note,
+            extra={"cut": cut, "max_rank": s.numel(), "factorized": factorized, "target": target_kind,
+                   "target_value": target, "params_factorized": params_factorized},
+        )
+
+    @torch.no_grad()
+    def _truncate_conv(self, model: nn.Module, name: str, conv: nn.Conv2d) -> LayerReport:
+        cut, w = self.cfg.cut, conv.weight.detach()
+        u, s, vh = svd(unfold(w, cut))
+        rank = self.choose_rank(s)
+        left, right = split_factors(u, s, vh, rank, w.dtype)
+        params = factorized_params(tuple(w.shape), cut, rank)
+        why_dense = None
+        if not self.cfg.factorized:
+            why_dense = "dense-reconstructed (method.factorized=false)"
+        elif factorizable(conv):
+            why_dense = f"dense-reconstructed: no factorized form for a {factorizable(conv)}"
+        elif params >= w.numel():
+            why_dense = f"dense-reconstructed: rank {rank} factors ({params}) not smaller than the kernel"
+        if why_dense:
+            conv.weight.copy_(fold(left.double() @ right.double(), cut, tuple(w.shape)).to(w.dtype))
+        else:
+            replace_module(model, name, factorize_conv(conv, cut, left, right))
+        return self._report(name, "conv", w, cut, rank, s, params, why_dense is None, why_dense or "")
+
+    @torch.no_grad()
+    def _truncate_linear(self, model: nn.Module, name: str, linear: nn.Linear) -> LayerReport:
+        w = linear.weight.detach()
+        u, s, vh = svd(w)
+        rank = self.choose_rank(s)
+        m, n = w.shape
+        params = rank * (m + n)
+        note = "" if self.cfg.cut in ("out", "in") else "linear: its only bipartition OUT | IN"
+        a, b = split_factors(u, s, vh, rank, w.dtype)
+        factorized = self.cfg.factorized and params < w.numel()
+        if factorized:
+            replace_module(model, name, LowRankLinear.from_factors(linear, a, b))
+        else:
+            linear.weight.copy_(a @ b)
+            note = "; ".join(x for x in (note, "dense-reconstructed") if x)
+        return self._report(name, "linear", w, "out", rank, s, params, factorized, note)
+
+    def extra_record(self) -> dict[str, Any]:
+        kind, value = self.target()
+        return {"truncation": {"cut": self.cfg.cut, "target": kind, "target_value": value,
+                               "factorized": self.cfg.factorized}}

@@ -1,0 +1,144 @@
+"""The LightningModule every stage trains: a classifier with a stage prefix on its metrics."""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from tnbench.errors import Diverged
+
+
+def build_optimizer(params: Any, cfg: Any) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer name must be one of sgd, adam, adamw; got {cfg.name!r}")
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: Any, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+class Classifier(L.LightningModule):
+    """Cross-entropy training of `model`; metrics are logged as `<stage>/<name>`.
+
+    The optimizer settings and epoch count are per stage (pretrain and retrain differ), so
+    the pipeline sets them with `for_stage` before each fit.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, channels_last: bool = False, seed: int = 0,
+                 gradient_clip_val: float | None = None) -> None:
+        super().__init__()
+        # Manual optimization: the step below is forward, backward, (clip), step. Lightning's
+        # automatic loop wraps each step in a closure and more hooks, ~0.5 ms a step: a LeNet-5
+        # epoch on CPU went from 1.23x to 1.14x a bare PyTorch loop (results/bench/train_epoch.md).
+        # The LR schedule is epoch-wise (on_train_epoch_start).
+        self.automatic_optimization = False
+        self.gradient_clip_val = gradient_clip_val
+        self.model = model
+        self.seed = seed
+        self.channels_last = channels_last
+        self.stage_name = "pretrain"
+        self.optim_cfg: Any = None
+        self.epochs = 1
+        self.history: list[float] = []  # test accuracy after each training epoch of a fit
+        self._sums = torch.zeros(3)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def for_stage(self, stage: str, optim_cfg: Any = None, epochs: int = 1) -> Classifier:
+        self.stage_name, self.optim_cfg, self.epochs = stage, optim_cfg, epochs
+        if self.channels_last:  # also covers layers a method swapped in without replace_module
+            self.model.to(memory_format=torch.channels_last)
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tnbench"] = {"stage": self.stage_name, "history": list(self.history)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("tnbench", {}).get("history", []))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        optimizer = self.optimizers()
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        # On CPU the check is free; on an accelerator it forces a sync, so it runs every 50 steps
+        # there (and on the epoch mean below).
+        if (loss.device.type == "cpu" or batch_idx % 50 == 0) and not torch.isfinite(loss):
+            raise Diverged(self.stage_name, self.global_step, f"training loss became {float(loss)}")
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+        optimizer.step()
+        # Epoch sums as plain tensors: Lightning's self.log and torchmetrics cost ~1 ms a step,
+        # 10% of a LeNet-5 step on CPU (results/bench/train_epoch.md). Logged per step only
+        # every log_every_n_steps, for the curves.
+        with torch.no_grad():
+            n = y.new_tensor(y.numel())
+            self._sums += torch.stack([loss.detach().float() * n, (logits.argmax(1) == y).sum().float(), n.float()])
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            self.log(f"{self.stage_name}/train_loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        return loss.detach()
+
+    def on_train_epoch_start(self) -> None:
+        # Dropout and any other in-model randomness restart from a per-epoch seed, so a run
+        # resumed from an epoch checkpoint draws exactly what the uninterrupted run drew.
+        offset = {"pretrain": 0, "retrain": 100_000}.get(self.stage_name, 200_000)
+        torch.manual_seed(self.seed * 1_000_003 + offset + self.current_epoch)
+        self._sums = torch.zeros(3, device=self.device)  # loss * n, correct, n
+        # The schedule is per epoch: bring it to this epoch. Counting from the epoch (rather
+        # than stepping at each epoch's end) keeps a fit resumed from an epoch checkpoint,
+        # saved before any end-of-epoch step, on exactly the uninterrupted run's rates.
+        schedule = self.lr_schedulers()
+        if schedule is not None:
+            with warnings.catch_warnings():  # a resumed fit catches up before its first optimizer step
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step",
+                                        category=UserWarning)
+                while schedule.last_epoch < self.current_epoch:
+                    schedule.step()
+
+    def on_train_epoch_end(self) -> None:
+        sums = self.trainer.strategy.reduce(self._sums, reduce_op="sum")  # over DDP ranks
+        loss, acc = sums[0] / sums[2].clamp(min=1), 100.0 * sums[1] / sums[2].clamp(min=1)
+        self.log(f"{self.stage_name}/train_loss_epoch", loss)
+        self.log(f"{self.stage_name}/train_acc", acc)
+        if not torch.isfinite(loss):
+            raise Diverged(self.stage_name, self.global_step, f"training loss became {float(loss)}")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self.val_acc.update(logits, y)
+        self.log(f"{self.stage_name}/val_loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        # torchmetrics syncs its state over DDP ranks in compute()
+        acc = self.val_acc.compute() * 100.0
+        self.log(f"{self.stage_name}/val_acc", acc, prog_bar=True)
+        self.val_acc.reset()
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.history.append(float(acc))
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.parameters(), self.optim_cfg)
+        schedule = build_schedule(optimizer, self.optim_cfg, self.epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}  # stepped in on_train_epoch_start

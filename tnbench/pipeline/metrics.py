@@ -1,0 +1,60 @@
+"""Size and cost of a model: parameters, FLOPs (torch.utils.flop_counter) and compression."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """FLOPs of one forward pass on one example. The counter sees the aten ops actually run,
+    so factorized layers (two convs, chains of matmuls, einsums) are counted as executed."""
+    was_training = model.training
+    model.eval()
+    p = next(model.parameters())
+    x = torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def compression_summary(params_dense: int, params_compressed: int, layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whole-model ratio (dense / compressed, all parameters) and the papers' layer-level rate:
+    percent of weights removed over the layers the method compressed."""
+    done = [l for l in layers if l["compressed"]]
+    dense_w = sum(l["weight_params_dense"] for l in done)
+    comp_w = sum(l["weight_params_compressed"] for l in done)
+    losses = {l["name"]: l["norm_loss"] for l in done}
+    return {
+        "params_dense": params_dense,
+        "params_compressed": params_compressed,
+        "compression_ratio": params_dense / params_compressed if params_compressed else None,
+        "compression_ratio_layers": dense_w / comp_w if comp_w else 1.0,
+        "compression_rate": 100.0 * (1.0 - comp_w / dense_w) if dense_w else 0.0,
+        "layer_params_dense": dense_w,
+        "layer_params_compressed": comp_w,
+        "norm_loss": {"layers": losses, "mean": sum(losses.values()) / len(losses) if losses else 0.0},
+        "relative_error": {l["name"]: l["relative_error"] for l in done},
+        "ranks": {l["name"]: l["ranks"] for l in layers},
+    }
+
+
+def recovery_epochs(acc_pretrain: float, acc_compressed: float, retrain_accs: list[float], tolerance: float) -> int | None:
+    """First retrain epoch (1-based) whose test accuracy is back within `tolerance` points of
+    the pretrained accuracy; 0 if compression lost nothing beyond it; None if never reached."""
+    target = acc_pretrain - tolerance
+    if acc_compressed >= target:
+        return 0
+    for epoch, acc in enumerate(retrain_accs, start=1):
+        if acc >= target:
+            return epoch
+    return None

@@ -1,0 +1,59 @@
+"""Surviving kills: per-run state on disk and epoch checkpoints.
+
+A run directory is named by a hash of everything that determines its result
+(tnbench.pipeline.identity), so the same command finds the same directory again:
+- its `record.json` says ok: the job is skipped (a re-launched multirun redoes only the rest);
+- otherwise `state.json` holds the stages already finished and the W&B run id, and
+  `checkpoints/<stage>-last.ckpt` the last finished epoch of the stage in progress, from
+  which Lightning resumes (weights, optimizer, scheduler, epoch, test-accuracy history).
+Shuffling, augmentation and dropout are seeded per epoch, so a resumed run computes the same
+numbers as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from tnbench.pipeline.failpoints import failpoint
+from tnbench.reporting.records import write_json_atomic
+
+STATE = "state.json"
+
+
+def load_state(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(run_dir) / STATE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_state(run_dir: Path, state: dict[str, Any]) -> None:
+    write_json_atomic(Path(run_dir) / STATE, state)
+
+
+def checkpoint_path(run_dir: Path, stage: str) -> Path:
+    return Path(run_dir) / "checkpoints" / f"{stage}-last.ckpt"
+
+
+class EpochCheckpoint(L.Callback):
+    """Saves the full training state after every epoch, atomically (temp file + rename)."""
+
+    def __init__(self, path: Path, stage: str) -> None:
+        self.path = Path(path)
+        self.stage = stage
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier()
+        failpoint(f"{self.stage}:epoch:{trainer.current_epoch + 1}")
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        failpoint(f"{self.stage}:step:{trainer.global_step}")

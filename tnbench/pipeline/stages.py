@@ -1,0 +1,272 @@
+"""pretrain -> compress -> retrain -> record: the experiment every tnbench run performs."""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from tnbench.data import TensorData, load_section
+from tnbench.data.module import InMemoryDataModule
+from tnbench.errors import BAD_INPUT, CheckpointError, Diverged
+from tnbench.methods import build_method
+from tnbench.models import build_model
+from tnbench.pipeline.cache import PretrainCache, load_checkpoint, load_into, pretrain_key, save_checkpoint
+from tnbench.pipeline.checks import check
+from tnbench.pipeline.classifier import Classifier
+from tnbench.pipeline.failpoints import failpoint
+from tnbench.pipeline.metrics import compression_summary, count_flops, count_params, recovery_epochs
+from tnbench.pipeline.resume import EpochCheckpoint, checkpoint_path, load_state, save_state
+from tnbench.pipeline.trainer import finish_logger, make_logger, make_trainer
+from tnbench.reporting.console import console, print_summary, stage_banner
+from tnbench.reporting.records import write_record
+
+log = logging.getLogger(__name__)
+
+
+def is_rank_zero() -> bool:
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def load_dataset(cfg: DictConfig) -> TensorData:
+    return load_section(cfg.dataset, cfg.seed)
+
+
+def pretrain_spec(cfg: DictConfig) -> dict[str, Any]:
+    """What determines the dense model: the cache key. Paths, loggers and the method do not."""
+    d = OmegaConf.to_container(cfg.dataset, resolve=True)
+    for k in ("data_dir", "download", "eval_batch_size", "test_subset"):  # none changes the weights
+        d.pop(k, None)
+    return {
+        "dataset": d,
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "epochs": cfg.pipeline.pretrain_epochs,
+        "optimizer": OmegaConf.to_container(cfg.pipeline.pretrain_optimizer, resolve=True),
+        "precision": cfg.trainer.precision,
+        "seed": cfg.seed,
+    }
+
+
+@dataclass
+class Run:
+    """The state one pipeline run builds up; `record` is what gets written."""
+
+    cfg: DictConfig
+    run_dir: Path
+    record: dict[str, Any] = field(default_factory=dict)
+    logger: Any = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def save_state(self) -> None:
+        if is_rank_zero():
+            save_state(self.run_dir, self.state)
+
+    def stage(self, name: str) -> None:
+        self.record["stage"] = name
+        if is_rank_zero():
+            stage_banner(name)
+
+
+def base_record(cfg: DictConfig) -> dict[str, Any]:
+    return {
+        "status": "running",
+        "error": None,
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "method": cfg.method.name,
+        "paper": cfg.method.get("paper"),
+        "seed": cfg.seed,
+        "experiment": cfg.get("experiment_name"),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def evaluate(run: Run, module: Classifier, dm: InMemoryDataModule, stage: str) -> float:
+    trainer = make_trainer(run.cfg, epochs=1, logger=run.logger, run_dir=run.run_dir)
+    module.for_stage(stage)
+    out = trainer.validate(module, datamodule=dm, verbose=False)
+    return float(out[0][f"{stage}/val_acc"])
+
+
+def fit(run: Run, module: Classifier, dm: InMemoryDataModule, stage: str, epochs: int, optim_cfg: Any,
+        callbacks: list[Any] | None = None) -> list[float]:
+    """Train for `epochs`, testing after each; returns the per-epoch test accuracies.
+
+    Every epoch ends with a checkpoint; if one is left from a killed attempt, training
+    resumes from it."""
+    module.for_stage(stage, optim_cfg, epochs)
+    module.history = []
+    ckpt = checkpoint_path(run.run_dir, stage)
+    trainer = make_trainer(run.cfg, epochs=epochs, logger=run.logger, run_dir=run.run_dir,
+                           callbacks=[*(callbacks or []), EpochCheckpoint(ckpt, stage)])
+    resume = str(ckpt) if ckpt.exists() else None
+    if resume:
+        console.print(f"resuming {stage} from {ckpt}")
+        run.record["resumed_stages"] = [*run.record.get("resumed_stages", []), stage]
+    trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+    return list(module.history)
+
+
+PRETRAIN_KEYS = ("pretrain_cache_hit", "pretrain_source", "pretrain_checkpoint", "pretrain_history",
+                 "time_pretrain_s", "acc_pretrain")
+
+
+def pretrain(run: Run, module: Classifier, dm: InMemoryDataModule) -> None:
+    """Dense weights from, in order: a finished earlier attempt of this run, an explicit
+    checkpoint, the pretrain cache, or training (then cached)."""
+    cfg, rec = run.cfg, run.record
+    run.stage("pretrain")
+    done = run.state.get("pretrain")
+    if done:  # an earlier attempt of this run got past pretraining: same weights, same numbers
+        path = Path(done["weights"])
+        try:
+            load_into(module.model, load_checkpoint(path), path)
+            rec.update(done["record"])
+            return
+        except CheckpointError as e:
+            log.warning("%s; pretraining again", e)
+            run.state.pop("pretrain")
+    t0 = time.perf_counter()
+    rec["pretrain_cache_hit"] = False
+    weights = None
+    if cfg.pipeline.init_checkpoint:
+        weights = Path(cfg.pipeline.init_checkpoint)
+        load_into(module.model, load_checkpoint(weights), weights)
+        rec["pretrain_source"] = str(weights)
+    elif cfg.pipeline.pretrain_epochs > 0:
+        cache = PretrainCache(Path(cfg.paths.cache_dir))
+        key = pretrain_key(pretrain_spec(cfg))
+        weights = cache.path(key, f"{cfg.model.name}_{cfg.dataset.name}") if cfg.pipeline.pretrain_cache \
+            else run.run_dir / "checkpoints" / "pretrained.pt"
+        # one process trains a shared entry while others wait for it (not under DDP, whose
+        # ranks run this together and would wait on each other)
+        with cache.lock(weights, enabled=cfg.pipeline.pretrain_cache and "ddp" not in str(cfg.trainer.strategy)):
+            entry = cache.lookup(weights) if cfg.pipeline.pretrain_cache else None
+            if entry is not None:
+                load_into(module.model, entry, weights)
+                rec["pretrain_cache_hit"] = True
+                console.print(f"pretrained model from cache: {weights}")
+            else:
+                rec["pretrain_history"] = fit(run, module, dm, "pretrain", cfg.pipeline.pretrain_epochs,
+                                              cfg.pipeline.pretrain_optimizer)
+                if is_rank_zero():
+                    save_checkpoint(weights, module.model.state_dict(), {"spec": pretrain_spec(cfg), "key": key})
+        rec["pretrain_checkpoint"] = str(weights)
+    rec["time_pretrain_s"] = time.perf_counter() - t0
+    rec["acc_pretrain"] = evaluate(run, module, dm, "pretrain")
+    if weights is None:  # trained from scratch (pretrain_epochs=0): keep the initial weights
+        weights = run.run_dir / "checkpoints" / "pretrained.pt"
+        if is_rank_zero():
+            save_checkpoint(weights, module.model.state_dict(), {})
+    run.state["pretrain"] = {"weights": str(weights), "record": {k: rec[k] for k in PRETRAIN_KEYS if k in rec}}
+    run.save_state()
+
+
+def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, input_shape: tuple[int, ...]) -> None:
+    rec = run.record
+    run.stage("compress")
+    model = module.model
+    rec["params_dense"] = count_params(model)
+    rec["flops_dense"] = count_flops(model, input_shape)
+    t0 = time.perf_counter()
+    layers = [r.as_dict() for r in method.compress(model)]
+    rec["time_compress_s"] = time.perf_counter() - t0
+    for p in model.parameters():
+        if not torch.isfinite(p).all():
+            raise Diverged("compress", 0, "compression produced non-finite weights")
+    rec["layers"] = layers
+    rec.update(compression_summary(rec["params_dense"], count_params(model), layers))
+    rec["flops_compressed"] = count_flops(model, input_shape)
+    rec["acc_compressed"] = evaluate(run, module, dm, "compress")
+
+
+def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, input_shape: tuple[int, ...]) -> None:
+    cfg, rec = run.cfg, run.record
+    run.stage("retrain")
+    L.seed_everything(cfg.seed + 1, workers=True, verbose=False)  # same retraining on a cache hit or not
+    dm.reseed(cfg.seed + 1)
+    t0 = time.perf_counter()
+    accs: list[float] = []
+    if cfg.pipeline.retrain_epochs > 0:
+        accs = fit(run, module, dm, "retrain", cfg.pipeline.retrain_epochs, cfg.pipeline.retrain_optimizer,
+                   callbacks=method.callbacks())
+    rec["time_retrain_s"] = time.perf_counter() - t0
+    rec["retrain_history"] = accs
+    rec["acc_retrained"] = accs[-1] if accs else rec["acc_compressed"]
+    rec["acc_retrained_best"] = max(accs) if accs else rec["acc_compressed"]
+    rec["recovery_epochs"] = recovery_epochs(rec["acc_pretrain"], rec["acc_compressed"], accs,
+                                             cfg.pipeline.recovery_tolerance)
+    final = method.describe(module.model)
+    if final is not None:  # the structure changed while training: report the final model
+        rec["compression_at_compress"] = {k: rec[k] for k in ("params_compressed", "compression_ratio",
+                                                              "compression_rate", "ranks", "flops_compressed")}
+        layers = [r.as_dict() for r in final]
+        rec["layers"] = layers
+        rec.update(compression_summary(rec["params_dense"], count_params(module.model), layers))
+        rec["flops_compressed"] = count_flops(module.model, input_shape)
+    rec.update(method.extra_record())
+
+
+def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Run one experiment and write its record; exceptions propagate after the record is written."""
+    run_dir = Path(run_dir)
+    run = Run(cfg, run_dir, base_record(cfg), state=load_state(run_dir))
+    rec = run.record
+    run.state["attempts"] = run.state.get("attempts", 0) + 1
+    rec["attempt"] = run.state["attempts"]
+    t_start = time.perf_counter()
+    threads = torch.get_num_threads()
+    try:
+        check(cfg)
+        if cfg.trainer.num_threads:
+            torch.set_num_threads(cfg.trainer.num_threads)
+        rec["torch_threads"] = torch.get_num_threads()
+        method = build_method(cfg.method)
+        run.stage("data")
+        data = load_dataset(cfg)
+        rec["num_train"], rec["num_test"] = len(data.train_y), len(data.test_y)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        model = build_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
+                            num_classes=data.num_classes, **cfg.model.options)
+        module = Classifier(model, data.num_classes, channels_last=cfg.trainer.channels_last, seed=cfg.seed,
+                            gradient_clip_val=cfg.trainer.gradient_clip_val)
+        dm = InMemoryDataModule(data, batch_size=cfg.dataset.batch_size, eval_batch_size=cfg.dataset.eval_batch_size,
+                                seed=cfg.seed, channels_last=cfg.trainer.channels_last)
+        run.logger = make_logger(cfg, run_dir, rec, resume_id=run.state.get("wandb_run_id"))
+        run.state["wandb_run_id"] = rec.get("wandb_run_id")
+        run.save_state()
+        pretrain(run, module, dm)
+        input_shape = (data.in_channels, data.image_size, data.image_size)
+        compress(run, module, dm, method, input_shape)
+        failpoint("compress:done")
+        retrain(run, module, dm, method, input_shape)
+        rec["status"] = "ok"
+        rec.pop("stage", None)
+        if not cfg.pipeline.keep_checkpoints and is_rank_zero():  # resuming is moot now
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    except Diverged as e:
+        rec.update(status="diverged", error=str(e), diverged_stage=e.stage, diverged_step=e.step)
+        raise
+    except BaseException as e:
+        rec["status"] = "failed"
+        rec["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        if not isinstance(e, BAD_INPUT):
+            rec["traceback"] = traceback.format_exc()
+        raise
+    finally:
+        torch.set_num_threads(threads)  # in-process callers (tests, notebooks) get theirs back
+        rec["time_total_s"] = time.perf_counter() - t_start
+        if is_rank_zero():
+            write_record(run_dir, rec)
+            finish_logger(run.logger, rec)
+    if is_rank_zero():
+        print_summary(rec, str(run_dir))
+    return rec

@@ -1,0 +1,210 @@
+"""`python -m tnbench.report [--runs DIR] [--out DIR]`: the paper comparison report.
+
+Gathers every run record under --runs (unreadable ones are listed and skipped) and writes to
+--out: `runs.csv` (one row per record), `summary.csv/.md` (per dataset, model and method the
+best accuracy in each compression band), `reference_comparison.csv/.md` (every published
+number of results/reference/ beside the measured one, with the difference, or "not run"),
+the figures (PNG, tnbench.reporting.plots) and `report.html`, a static page showing all of it (relative
+links, no JavaScript, nothing fetched from elsewhere). Missing data costs a note, never a crash.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tnbench.reporting import plots
+from tnbench.reporting.console import print_table, records_frame, warn
+from tnbench.reporting.page import PLOTS_DIR, write_html, write_tables
+from tnbench.reporting.records import get_path, read_records
+from tnbench.reporting.reference import (
+    COMPARISON_COLUMNS,
+    load_bench,
+    load_reference,
+    published_points,
+    reference_comparison,
+)
+from tnbench.reporting.schema import BY_NAME, TABLE, columns
+
+REPO = Path(__file__).resolve().parents[2]
+# Compression bands: [2^k, 2^(k+1)) of the whole-model compression ratio.
+DENSE_BAND = "1x (dense)"
+
+
+def ranks_text(ranks: Any) -> str | None:
+    """A record's `ranks` ({layer: [r, ...]}) as `10;23;62`, the published tables' form; layers
+    left dense (no ranks) are left out, multi-mode ranks joined with `x`."""
+    if not isinstance(ranks, dict):
+        return None
+    parts = []
+    for r in ranks.values():
+        r = r if isinstance(r, (list, tuple)) else [r]
+        if r:
+            parts.append("x".join(str(v) for v in r))
+    return ";".join(parts) or None
+
+
+def compression_band(ratio: Any) -> str | None:
+    try:
+        r = float(ratio)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(r) or r <= 0:
+        return None
+    if abs(r - 1.0) < 1e-9:
+        return DENSE_BAND
+    k = math.floor(math.log2(r))
+    return f"{2.0**k:g}-{2.0**(k + 1):g}x"
+
+
+def band_order(band: str | None) -> float:
+    """Bands by their lower end; the dense band just before 1-2x."""
+    if band is None:
+        return math.inf
+    return 1.0 - 1e-6 if band == DENSE_BAND else float(band.split("-")[0])
+
+
+def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """records_frame (the results table's columns) plus what the report needs: paper, experiment,
+    layer-only compression ratio, ranks, the truncation cut, the epoch budgets, and `_i`, the
+    record's index (to find its config and rank history again)."""
+    df = records_frame(records)
+    extra = pd.DataFrame({
+        "_i": range(len(records)),
+        "paper": [r.get("paper") for r in records],
+        "experiment": [r.get("experiment") for r in records],
+        "compression_ratio_layers": [r.get("compression_ratio_layers") for r in records],
+        "ranks": [ranks_text(r.get("ranks")) for r in records],
+        "cut": [get_path(r.get("config"), "method.cut") for r in records],
+        "config_pretrain_epochs": [get_path(r.get("config"), "pipeline.pretrain_epochs") for r in records],
+        "config_retrain_epochs": [get_path(r.get("config"), "pipeline.retrain_epochs") for r in records],
+    })
+    df = pd.concat([df.reset_index(drop=True), extra], axis=1)
+    numeric = [c for c in df.columns if c in BY_NAME and BY_NAME[c].kind in ("int", "float")]
+    for c in numeric + ["compression_ratio_layers", "config_pretrain_epochs", "config_retrain_epochs"]:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    df["accuracy_drop"] = df["acc_pretrain"] - df["acc_compressed"]
+    df["compression_band"] = df["compression_ratio"].map(compression_band)
+    return df.sort_values(["dataset", "model", "method", "setting", "seed"], na_position="last",
+                          kind="stable").reset_index(drop=True)
+
+
+# runs.csv and the report's run table: the schema's table columns, the report's own after `seed`.
+REPORT_EXTRAS = ["experiment", "paper", "compression_band", "ranks"]
+RUN_COLUMNS = [*columns(TABLE)[:columns(TABLE).index("seed") + 1], *REPORT_EXTRAS,
+               *columns(TABLE)[columns(TABLE).index("seed") + 1:]]
+
+
+# -- the summary ------------------------------------------------------------------------------
+
+SUMMARY_COLUMNS = ["dataset", "model", "method", "compression_band", "runs", "best_setting", "seeds",
+                   "acc_retrained", "acc_retrained_std", "acc_compressed", "acc_pretrain", "compression_ratio",
+                   "compression_rate", "recovery_epochs", "recovered", "flops_compressed", "flops_ratio",
+                   "time_pretrain_s", "time_compress_s", "time_retrain_s"]
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, model, method and compression band (log2 bins of the compression ratio), the
+    setting with the best mean accuracy after retraining over its seeds, with that setting's
+    compression, recovery epochs (median over the seeds that recovered), FLOPs and times."""
+    ok = runs[(runs["status"] == "ok") & runs["compression_band"].notna()]
+    rows = []
+    for (dataset, model, method, band), g in ok.groupby(["dataset", "model", "method", "compression_band"], dropna=False):
+        per_setting = g.groupby("setting", dropna=False)["acc_retrained"].mean()
+        best = per_setting.idxmax() if per_setting.notna().any() else per_setting.index[0]
+        b = g[g["setting"] == best] if isinstance(best, str) else g[g["setting"].isna()]
+        rec = b["recovery_epochs"]
+        flops_c = b["flops_compressed"].mean()
+        rows.append({
+            "dataset": dataset, "model": model, "method": method, "compression_band": band, "runs": len(g),
+            "best_setting": best, "seeds": len(b),
+            "acc_retrained": b["acc_retrained"].mean(),
+            "acc_retrained_std": b["acc_retrained"].std(ddof=1) if len(b) > 1 else np.nan,
+            "acc_compressed": b["acc_compressed"].mean(), "acc_pretrain": b["acc_pretrain"].mean(),
+            "compression_ratio": b["compression_ratio"].mean(), "compression_rate": b["compression_rate"].mean(),
+            "recovery_epochs": rec.median() if rec.notna().any() else np.nan,
+            "recovered": f"{int(rec.notna().sum())}/{len(b)}",
+            "flops_compressed": flops_c,
+            "flops_ratio": b["flops_dense"].mean() / flops_c if flops_c and flops_c > 0 else np.nan,
+            "time_pretrain_s": b["time_pretrain_s"].mean(), "time_compress_s": b["time_compress_s"].mean(),
+            "time_retrain_s": b["time_retrain_s"].mean(),
+        })
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    if out.empty:
+        return out
+    out["_order"] = out["compression_band"].map(band_order)
+    return out.sort_values(["dataset", "model", "method", "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
+def draw(name: str, fn: Callable[[], list[plots.Figure]]) -> list[plots.Figure]:
+    """A figure that fails to draw is a note in the report, not the end of the report."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001
+        warn(f"figure {name} skipped: {type(e).__name__}: {e}")
+        return [plots.Figure(name, name, note=f"could not be drawn: {type(e).__name__}: {e}")]
+
+
+def build_report(runs_root: Path, out: Path, ref_dir: Path, bench_dir: Path) -> dict[str, Any]:
+    records, bad = read_records(runs_root)
+    for path, reason in bad:
+        warn(f"skipped unreadable record {path}: {reason}")
+    runs = runs_frame(records)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_dir = out / PLOTS_DIR
+    if plot_dir.is_dir():  # figures of runs that are gone must not linger
+        for old in plot_dir.glob("*.png"):
+            old.unlink()
+    ok = runs[runs["status"] == "ok"]
+    summary = summarize(runs)
+    ref = load_reference(ref_dir)
+    bench, bench_source = load_bench(bench_dir)
+    comparison = reference_comparison(ref, runs, records, bench, bench_source) if not ref.empty else \
+        pd.DataFrame(columns=COMPARISON_COLUMNS)
+    histories = {int(r["_i"]): records[int(r["_i"])].get("rank_history") for _, r in ok.iterrows()}
+    published = published_points(ref)
+    figures = [
+        *draw("Accuracy vs compression", lambda: plots.accuracy_vs_compression(ok, published, plot_dir)),
+        *draw("Accuracy vs norm loss per cut", lambda: plots.accuracy_vs_norm_loss(ok, plot_dir)),
+        *draw("Recovery epochs", lambda: plots.recovery_epochs(ok, plot_dir)),
+        *draw("Rank evolution (adaptive methods)", lambda: plots.rank_evolution(ok, histories, plot_dir)),
+        *draw("Partial-norm scaling", lambda: plots.partial_norm_scaling(bench, bench_source, plot_dir)),
+    ]
+    runs[[c for c in RUN_COLUMNS if c in runs]].to_csv(out / "runs.csv", index=False)
+    write_tables(summary, out, "summary")
+    write_tables(comparison, out, "reference_comparison")
+    page = write_html(out, runs_root=runs_root, runs=runs, columns=RUN_COLUMNS, summary=summary,
+                      comparison=comparison, figures=figures, bad=bad)
+    return {"runs": runs, "summary": summary, "comparison": comparison, "figures": figures, "bad": bad, "html": page}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tnbench.report", description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=Path, default=Path("results/runs"), help="directory searched for record.json files")
+    ap.add_argument("--out", type=Path, default=Path("results/report"), help="where the report is written")
+    ap.add_argument("--reference", type=Path, default=None,
+                    help="published numbers, one CSV per paper (default: results/reference, else the repository's)")
+    ap.add_argument("--bench", type=Path, default=Path("results/bench"), help="benchmark results (partial_norm_*)")
+    args = ap.parse_args(argv)
+    if not args.runs.is_dir():
+        print(f"error: results directory {args.runs} does not exist", file=sys.stderr)
+        return 2
+    reference = args.reference or next((p for p in (Path("results/reference"), REPO / "results" / "reference")
+                                        if p.is_dir()), Path("results/reference"))
+    rep = build_report(args.runs, args.out, reference, args.bench)
+    if not rep["summary"].empty:
+        print_table(rep["summary"], "best accuracy per compression band",
+                    ["dataset", "model", "method", "compression_band", "runs", "acc_retrained", "compression_ratio",
+                     "recovery_epochs"])
+    drawn = sum(1 for f in rep["figures"] if f.path)
+    status = rep["comparison"]["status"].value_counts().to_dict() if not rep["comparison"].empty else {}
+    print(f"{len(rep['runs'])} records ({len(rep['bad'])} unreadable), {len(rep['summary'])} summary rows, "
+          f"{len(rep['comparison'])} published numbers {status}, {drawn} figures ({len(rep['figures']) - drawn} skipped)")
+    print(f"report: {rep['html']}")
+    return 0

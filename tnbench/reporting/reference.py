@@ -1,0 +1,325 @@
+"""Published numbers (results/reference/*.csv) beside measured ones.
+
+Each reference row names a paper, model, dataset, method and setting, and the numbers the paper
+published; `match` (or a `key=value` setting) says which runs it speaks of, as conditions on a
+run's resolved config. Partial-norm rows (normalization steps over ranges of N) are compared
+with the partial-norm benchmark's table instead of runs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from tnbench.reporting import plots
+from tnbench.reporting.console import warn
+from tnbench.reporting.records import get_path
+
+
+def load_reference(ref_dir: Path) -> pd.DataFrame:
+    """Every row of every results/reference/*.csv, as text, with its file name."""
+    frames = []
+    for path in sorted(Path(ref_dir).glob("*.csv")):
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (OSError, ValueError, pd.errors.ParserError) as e:
+            warn(f"skipped unreadable reference table {path}: {e}")
+            continue
+        df["file"] = path.name
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True).fillna("") if frames else pd.DataFrame()
+
+
+def _number(v: Any) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _values(cell: Any) -> list[str]:
+    return [v.strip() for v in str(cell or "").split(";") if v.strip()]
+
+
+def published_points(ref: pd.DataFrame) -> pd.DataFrame:
+    """Published accuracies with a compression number, one row per model/dataset they name."""
+    cols = ["paper", "model", "dataset", "method", "setting", "accuracy", "compression_ratio", "compression_rate"]
+    rows = []
+    if not ref.empty and "accuracy" in ref:
+        for _, r in ref.iterrows():
+            if _number(r.get("accuracy")) is None:
+                continue
+            for model in _values(r.get("model")):
+                for dataset in _values(r.get("dataset")):
+                    rows.append({c: r.get(c, "") for c in cols} | {"model": model, "dataset": dataset})
+    out = pd.DataFrame(rows, columns=cols)
+    for c in ("accuracy", "compression_ratio", "compression_rate"):
+        out[c] = pd.to_numeric(out[c], errors="coerce")
+    return out
+
+
+CONDITION = re.compile(r"^([A-Za-z_][\w.]*)\s*(<=|>=|!=|=|<|>)\s*(.+)$")
+
+
+def parse_conditions(text: str) -> list[tuple[str, str, Any]]:
+    """`method.tau=0.09 method.layers=[a,b]` -> [(path, op, value)]; values parsed as YAML."""
+    out = []
+    for token in re.findall(r"\S+=\[[^\]]*\]|\S+", text or ""):
+        m = CONDITION.match(token)
+        if not m:
+            raise ValueError(f"cannot read the condition {token!r}")
+        key, op, raw = m.groups()
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        out.append((key, op, value))
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b) and \
+            all(_same(x, y) for x, y in zip(a, b))
+    na, nb = _number(a), _number(b)
+    if na is not None and nb is not None and not isinstance(a, bool) and not isinstance(b, bool):
+        return math.isclose(na, nb, rel_tol=1e-9, abs_tol=1e-12)
+    return str(a) == str(b)
+
+
+def holds(record: dict[str, Any], conditions: list[tuple[str, str, Any]]) -> bool:
+    """Each condition on the record's resolved config (`method.tau`), or on the record itself."""
+    for key, op, want in conditions:
+        have = get_path(record.get("config"), key)
+        if have is None:
+            have = get_path(record, key)
+        if op in ("=", "!="):
+            if _same(have, want) != (op == "="):
+                return False
+            continue
+        x, y = _number(have), _number(want)
+        if x is None or y is None or not {"<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[op]:
+            return False
+    return True
+
+
+# (published column, measured column, how runs are combined)
+QUANTITIES: list[tuple[str, str, str]] = [
+    ("accuracy", "acc_retrained", "mean"),
+    ("compression_rate", "compression_rate", "mean"),
+    ("compression_ratio", "compression_ratio_layers", "mean"),
+    ("parameters", "params_compressed", "mean"),
+    ("ranks", "ranks", "first"),
+    ("norm_loss", "norm_loss_mean", "max"),
+    ("accuracy_drop", "accuracy_drop", "mean"),
+    ("recovery_epochs", "recovery_epochs", "median"),
+]
+QUANTITY_NOTES = {
+    "compression_ratio": "measured: compression_ratio_layers (dense / compressed weights of the compressed layers)",
+    "parameters": "measured: params_compressed (all parameters incl. biases; the paper may count weights only)",
+    "norm_loss": "measured: largest mean norm loss among the matching runs",
+    "accuracy_drop": "measured: acc_pretrain - acc_compressed (right after truncation)",
+    "recovery_epochs": "measured: median over the runs that recovered",
+}
+COMPARISON_COLUMNS = ["paper", "arxiv", "model", "dataset", "method", "setting", "quantity", "published", "measured",
+                      "difference", "runs", "status", "note", "source"]
+DENSE_SETTINGS = {"dense", "full"}
+
+
+def _combine(values: pd.Series, how: str) -> Any:
+    values = values.dropna()
+    if values.empty:
+        return None
+    if how == "first":
+        return values.mode().iloc[0] if not values.mode().empty else values.iloc[0]
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if v.empty:
+        return None
+    return float({"mean": v.mean, "max": v.max, "median": v.median}[how]())
+
+
+def _matching_runs(row: pd.Series, ok: pd.DataFrame, records: list[dict[str, Any]]) -> tuple[pd.DataFrame, str]:
+    """The ok runs a published row speaks of, and a note on how they were chosen."""
+    sel = ok
+    models, datasets = _values(row.get("model")), _values(row.get("dataset"))
+    if models:
+        sel = sel[sel["model"].isin(models)]
+    if datasets:
+        sel = sel[sel["dataset"].isin(datasets)]
+    method, setting = str(row.get("method", "")).strip(), str(row.get("setting", "")).strip()
+    note = ""
+    if method == "none" and setting.lower() in DENSE_SETTINGS:
+        dense = sel[sel["method"] == "none"]
+        if dense.empty:  # the dense model every compressed run starts from
+            pretrained = sel[sel["config_pretrain_epochs"].fillna(0) > 0]
+            dense = pretrained.drop_duplicates(["dataset", "model", "seed", "acc_pretrain"]).copy()
+            dense["acc_retrained"] = dense["acc_pretrain"]
+            dense["compression_ratio_layers"] = 1.0
+            dense["compression_rate"] = 0.0
+            note = "no method=none run: acc_pretrain of the compressed runs (their dense model)"
+        return dense, note
+    if method:
+        sel = sel[sel["method"] == method]
+    text = str(row.get("match", "")).strip()
+    if not text and re.fullmatch(r"(\w+=\S+\s*)+", setting):
+        text = " ".join(f"method.{t}" for t in setting.split())  # e.g. the DLRT table's tau=0.09
+    if text:
+        conditions = parse_conditions(text)
+        sel = sel[sel["_i"].map(lambda i: holds(records[i], conditions))]
+    if "best reported" in setting.lower() and not sel.empty:
+        recovered = sel[sel["recovery_epochs"].notna()]
+        pool = recovered if not recovered.empty else sel
+        col = "compression_rate" if _number(row.get("compression_rate")) is not None else "compression_ratio_layers"
+        sel = pool.loc[[pool[col].idxmax()]]
+        note = f"the run with the largest {col}" + (" that recovered its accuracy" if not recovered.empty else "")
+    return sel, note
+
+
+def _fmt_value(v: Any) -> Any:
+    return round(v, 4) if isinstance(v, float) else v
+
+
+def compare_runs(row: pd.Series, ok: pd.DataFrame, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    base = {c: row.get(c, "") for c in ("paper", "arxiv", "model", "dataset", "method", "setting", "source")}
+    quantities = [(q, m, how) for q, m, how in QUANTITIES if str(row.get(q, "")).strip()]
+    if not quantities:
+        return [base | {"quantity": "-", "status": "no published value", "note": "settings only"}]
+    try:
+        sel, how_chosen = _matching_runs(row, ok, records)
+    except ValueError as e:
+        return [base | {"quantity": q, "published": row.get(q), "status": "bad match", "note": str(e)} for q, _, _ in quantities]
+    out = []
+    for q, col, how in quantities:
+        published = row.get(q)
+        entry = base | {"quantity": q, "published": _number(published) if _number(published) is not None else published,
+                        "runs": len(sel)}
+        measured = _combine(sel[col], how) if not sel.empty and col in sel else None
+        notes = [n for n in (how_chosen, QUANTITY_NOTES.get(q, "")) if n]
+        if sel.empty:
+            entry |= {"status": "not run", "note": "no ok run matches"}
+        elif measured is None:
+            entry |= {"status": "not measured", "note": "; ".join(notes + [f"the matching runs have no {col}"])}
+        else:
+            entry["measured"] = _fmt_value(measured)
+            pub = _number(published)
+            if pub is not None and isinstance(measured, float):
+                entry["difference"] = round(measured - pub, 4)
+                entry["status"] = "measured"
+            else:
+                entry["status"] = "measured (published value not a number)" if pub is None else "measured"
+            if q == "accuracy" and len(sel) > 1:
+                notes.append(f"std over runs {sel[col].std(ddof=1):.3g}")
+            entry["note"] = "; ".join(notes)
+        out.append(entry)
+    return out
+
+
+def n_range(text: str) -> tuple[float, float, bool, bool]:
+    """`N<10`, `10<=N<=27`, `N>27` -> (low, high, low inclusive, high inclusive)."""
+    low, high, low_in, high_in = -math.inf, math.inf, False, False
+    for a, op in re.findall(r"(\d+)\s*(<=|<)\s*N", text):
+        low, low_in = float(a), op == "<="
+    for op, b in re.findall(r"N\s*(<=|<|>=|>)\s*(\d+)", text):
+        if op in ("<", "<="):
+            high, high_in = float(b), op == "<="
+        else:
+            low, low_in = float(b), op == ">="
+    return low, high, low_in, high_in
+
+
+def compare_bench(row: pd.Series, bench: pd.DataFrame | None, bench_source: str) -> list[dict[str, Any]]:
+    base = {c: row.get(c, "") for c in ("paper", "arxiv", "model", "dataset", "method", "setting", "source")}
+    base["model"] = base["model"] or row.get("network", "")
+    base["setting"] = base["setting"] or str(row.get("N_range", ""))
+    published = row.get("normalization_steps", "")
+    entry = base | {"quantity": "normalization_steps", "published": _number(published) if _number(published) is not None else published}
+    if bench is None or bench.empty:
+        return [entry | {"status": "not run", "note": f"no benchmark results ({bench_source})"}]
+    ncol, scol = plots.first_column(bench, plots.N_COLUMNS), plots.first_column(bench, plots.STEP_COLUMNS)
+    if ncol is None or scol is None:
+        return [entry | {"status": "not measured", "note": f"{bench_source} has no N / steps columns"}]
+    bench, conditions = paper_conditions(row, plots.against_n(bench, scol))
+    low, high, low_in, high_in = n_range(str(row.get("N_range", "")))
+    n = pd.to_numeric(bench[ncol], errors="coerce")
+    inside = ((n > low) | (low_in & (n == low))) & ((n < high) | (high_in & (n == high)))
+    steps = pd.to_numeric(bench.loc[inside, scol], errors="coerce").dropna()
+    if steps.empty:
+        return [entry | {"status": "not run", "note": f"{bench_source}: no N in {row.get('N_range')}"}]
+    measured = float(steps.median())
+    entry |= {"measured": measured, "runs": len(steps), "status": "measured",
+              "note": f"median over {len(steps)} points (min {steps.min():g}, max {steps.max():g}) with "
+                      f"{', '.join(conditions) or 'all rows'}; {bench_source}"}
+    if _number(published) is not None:
+        entry["difference"] = round(measured - float(published), 4)
+    else:
+        entry["status"] = "measured (published value not a number)"
+    return [entry]
+
+
+def _norm_name(v: Any) -> str:
+    return str(v).strip().lower().replace("_", "-")
+
+
+def paper_conditions(row: pd.Series, bench: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The benchmark rows measured as the paper measured: its networks, norm and target norm,
+    and, where the benchmark compares protocols, the paper's own (`protocol == paper`)."""
+    used = []
+    for ref_col, bench_cols in (("network", ("layout", "network")), ("norm", ("norm",)),
+                                ("target_norm", ("target", "target_norm"))):
+        want = {_norm_name(v) for v in _values(row.get(ref_col))}
+        col = next((c for c in bench_cols if c in bench.columns), None)
+        if want and col is not None:
+            keep = bench[col].map(_norm_name).isin(want)
+            if keep.any():
+                bench = bench[keep]
+                used.append(f"{col} in {sorted(want)}")
+    if "protocol" in bench.columns and (bench["protocol"].astype(str) == "paper").any():
+        bench = bench[bench["protocol"].astype(str) == "paper"]
+        used.append("protocol = paper")
+    return bench, used
+
+
+def reference_comparison(ref: pd.DataFrame, runs: pd.DataFrame, records: list[dict[str, Any]],
+                         bench: pd.DataFrame | None, bench_source: str) -> pd.DataFrame:
+    ok = runs[runs["status"] == "ok"]
+    rows: list[dict[str, Any]] = []
+    for _, row in ref.iterrows():
+        if str(row.get("normalization_steps", "")).strip() or str(row.get("N_range", "")).strip():
+            rows += compare_bench(row, bench, bench_source)
+        else:
+            rows += compare_runs(row, ok, records)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def load_bench(bench_dir: Path) -> tuple[pd.DataFrame | None, str]:
+    """results/bench/partial_norm_*.csv|json as one table (JSON: a list of rows, or an object
+    holding one under rows/results/records/data), and where it came from."""
+    csvs = sorted(Path(bench_dir).glob("partial_norm_*.csv"))
+    # a JSON beside a CSV of the same name holds the same rows
+    files = csvs + [p for p in sorted(Path(bench_dir).glob("partial_norm_*.json")) if p.with_suffix(".csv") not in csvs]
+    frames, used = [], []
+    for path in files:
+        try:
+            if path.suffix == ".csv":
+                df = pd.read_csv(path)
+            else:
+                data = json.loads(path.read_text())
+                if isinstance(data, dict):
+                    data = next((data[k] for k in ("rows", "results", "records", "data") if isinstance(data.get(k), list)), data)
+                df = pd.json_normalize(data) if isinstance(data, (list, dict)) else pd.DataFrame()
+        except (OSError, ValueError) as e:
+            warn(f"skipped unreadable benchmark file {path}: {e}")
+            continue
+        if not df.empty:
+            df["file"] = path.name
+            frames.append(df)
+            used.append(path.name)
+    if not frames:
+        return None, f"no {Path(bench_dir) / 'partial_norm_*.csv|json'}"
+    return pd.concat(frames, ignore_index=True), ", ".join(used)

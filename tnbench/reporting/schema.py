@@ -1,0 +1,156 @@
+"""The run record's schema: every field's name, type, meaning, and where it is shown.
+
+One list, read by everything that shows records: the end-of-run console table and the W&B run
+summary (view "run"), the results table and `runs.csv` (view "table"), the short results table
+(view "brief"), the report's columns, and the README's field list (`markdown()`, checked by a
+test). A new run-level metric is a line here plus the code that computes it.
+
+A field whose value is computed from other fields (`derive`) is not stored in record.json; the
+readers compute it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+RUN, TABLE, BRIEF = "run", "table", "brief"
+
+
+def method_setting(rec: dict[str, Any]) -> str:
+    """The method's own settings (beyond name, layers, paper) as `k=v`, so rows are told apart."""
+    m = (rec.get("config") or {}).get("method") or {}
+    skip = {"name", "layers", "paper"}
+    return " ".join(f"{k}={v}" for k, v in m.items() if k not in skip and v is not None)
+
+
+def _norm_loss_mean(rec: dict[str, Any]) -> Any:
+    return (rec.get("norm_loss") or {}).get("mean")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str  # str | int | float | bool | list | dict
+    meaning: str
+    views: frozenset[str] = frozenset()
+    unit: str = ""
+    header: str = ""  # short column header for printed tables (default: the name)
+    digits: int | None = None  # decimals worth showing (None: as is)
+    derive: Callable[[dict[str, Any]], Any] | None = field(default=None, compare=False)
+
+    def value(self, rec: dict[str, Any]) -> Any:
+        return self.derive(rec) if self.derive is not None else rec.get(self.name)
+
+    @property
+    def title(self) -> str:
+        return self.header or self.name
+
+
+def _f(name: str, kind: str, meaning: str, *views: str, **kw: Any) -> Field:
+    return Field(name, kind, meaning, frozenset(views), **kw)
+
+
+FIELDS: tuple[Field, ...] = (
+    # what was run
+    _f("status", "str", "ok, failed or diverged (running while in progress)", TABLE, BRIEF),
+    _f("dataset", "str", "dataset name (`dataset=`)", RUN, TABLE, BRIEF),
+    _f("model", "str", "model name (`model=`)", RUN, TABLE, BRIEF),
+    _f("method", "str", "compression method (`method=`)", RUN, TABLE, BRIEF),
+    _f("setting", "str", "the method's own options as k=v (derived from `config`)", RUN, TABLE, BRIEF,
+       derive=method_setting),
+    _f("seed", "int", "the run's seed", TABLE, BRIEF),
+    _f("paper", "str", "the paper the method comes from"),
+    _f("experiment", "str", "`experiment_name`, when set"),
+    # accuracy at every stage
+    _f("acc_pretrain", "float", "test accuracy of the dense model", RUN, TABLE, BRIEF, unit="%",
+       header="acc dense", digits=2),
+    _f("acc_compressed", "float", "test accuracy right after compression", RUN, TABLE, BRIEF, unit="%",
+       header="acc compressed", digits=2),
+    _f("acc_retrained", "float", "test accuracy after the last retrain epoch", RUN, TABLE, BRIEF, unit="%",
+       header="acc retrained", digits=2),
+    _f("acc_retrained_best", "float", "best test accuracy over the retrain epochs", RUN, TABLE, unit="%",
+       header="acc best", digits=2),
+    _f("recovery_epochs", "int", "first retrain epoch whose test accuracy is at least acc_pretrain - "
+       "recovery_tolerance; 0 if compression stayed within it; null if never reached", RUN, TABLE, BRIEF,
+       header="recovery ep"),
+    # size and cost
+    _f("compression_ratio", "float", "all parameters of the dense model / all parameters after compression",
+       RUN, TABLE, BRIEF, unit="x", header="ratio", digits=2),
+    _f("compression_ratio_layers", "float", "dense / compressed weights of the compressed layers only", RUN,
+       unit="x", digits=2),
+    _f("compression_rate", "float", "100 * (1 - compressed / dense weights) over the compressed layers, biases "
+       "excluded", RUN, TABLE, BRIEF, unit="%", header="rate %", digits=1),
+    _f("norm_loss", "dict", "per layer 1 - ||W_trunc||_F / ||W||_F (`layers`) and their `mean`"),
+    _f("norm_loss_mean", "float", "mean norm loss over the compressed layers (derived from `norm_loss`)", RUN,
+       TABLE, header="norm loss", digits=3, derive=_norm_loss_mean),
+    _f("relative_error", "dict", "per layer ||W - W_trunc||_F / ||W||_F"),
+    _f("ranks", "dict", "per layer, the ranks (bond dimensions) of its factorized form", RUN),
+    _f("layers", "list", "per selected layer: kind, shape, ranks, dense and compressed weights, norm loss, "
+       "relative error, whether compressed and why not"),
+    _f("params_dense", "int", "parameters of the dense model", RUN, TABLE),
+    _f("params_compressed", "int", "parameters after compression", RUN, TABLE),
+    _f("layer_params_dense", "int", "weights of the compressed layers, dense"),
+    _f("layer_params_compressed", "int", "weights of the compressed layers, compressed"),
+    _f("flops_dense", "int", "FLOPs of one forward pass on one example, dense (torch.utils.flop_counter)", RUN,
+       TABLE),
+    _f("flops_compressed", "int", "the same after compression, factorized layers counted as executed", RUN,
+       TABLE),
+    # how it went
+    _f("pretrain_cache_hit", "bool", "the dense model came from the pretrain cache", RUN, TABLE, BRIEF,
+       header="cached"),
+    _f("pretrain_history", "list", "test accuracy after each pretrain epoch"),
+    _f("retrain_history", "list", "test accuracy after each retrain epoch"),
+    _f("compression_at_compress", "dict", "size right after compression, for methods whose ranks change in "
+       "retraining"),
+    _f("time_pretrain_s", "float", "seconds spent pretraining (or loading the dense model)", RUN, TABLE, unit="s",
+       digits=1),
+    _f("time_compress_s", "float", "seconds spent compressing", RUN, TABLE, unit="s", digits=1),
+    _f("time_retrain_s", "float", "seconds spent retraining", RUN, TABLE, unit="s", digits=1),
+    _f("time_total_s", "float", "seconds for the whole run", unit="s", digits=1),
+    _f("pretrain_source", "str", "the checkpoint given as pipeline.init_checkpoint, when used"),
+    _f("pretrain_checkpoint", "str", "where the dense weights are (cache entry or run dir)"),
+    _f("num_train", "int", "training examples used"),
+    _f("num_test", "int", "test examples used"),
+    _f("torch_threads", "int", "torch intra-op threads of the job"),
+    # method-specific results
+    _f("rank_history", "list", "dlrt / tucker_adaptive: ranks and compression rate after each retrain epoch"),
+    _f("truncation", "dict", "svd_truncation: cut, target kind and value, factorized or not"),
+    _f("adtn_fit", "list", "adtn / adqc: per group, the stage-1 fit (distances, steps, curve, time)"),
+    # bookkeeping
+    _f("error", "str", "the error of a failed or diverged run, one line", TABLE),
+    _f("traceback", "str", "the traceback of an internal error"),
+    _f("diverged_stage", "str", "stage in which a diverged run's loss became non-finite"),
+    _f("diverged_step", "int", "optimizer step at which it did"),
+    _f("stage", "str", "the stage a run that did not finish was in"),
+    _f("attempt", "int", "how many times this run was started (resumed after a kill: > 1)"),
+    _f("resumed_stages", "list", "stages resumed from an epoch checkpoint"),
+    _f("wandb_run_id", "str", "the W&B run (kept across resumes)"),
+    _f("wandb_dir", "str", "where the offline W&B files are"),
+    _f("config", "dict", "the resolved config of the run"),
+    _f("run_dir", "str", "the run's directory (added by the readers)", RUN, TABLE),
+)
+
+BY_NAME = {f.name: f for f in FIELDS}
+
+
+def view(name: str) -> list[Field]:
+    return [f for f in FIELDS if name in f.views]
+
+
+def columns(name: str) -> list[str]:
+    return [f.name for f in view(name)]
+
+
+def row(rec: dict[str, Any], fields: list[Field] | None = None) -> dict[str, Any]:
+    """A record as a flat row of the given fields (default: the table view)."""
+    return {f.name: f.value(rec) for f in (fields if fields is not None else view(TABLE))}
+
+
+def markdown() -> str:
+    """The README's field list."""
+    lines = ["| field | type | meaning |", "|---|---|---|"]
+    for f in FIELDS:
+        unit = f" ({f.unit})" if f.unit else ""
+        lines.append(f"| `{f.name}` | {f.kind} | {f.meaning}{unit} |")
+    return "\n".join(lines)
