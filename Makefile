@@ -9,7 +9,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test bench data install results report browser clean
+.PHONY: demo test test-fast lint bench data install results report browser clean
 
 install: $(STAMP)
 
@@ -40,6 +40,13 @@ demo: install data
 
 test: install data browser
 	$(BIN)/python -m pytest -q tests
+
+# The suite without the tests marked slow (end-to-end runs, sweeps, kills): a minute or two.
+test-fast: install data
+	$(BIN)/python -m pytest -q tests -m "not slow and not bench"
+
+lint: install
+	$(BIN)/ruff check tnbench tests
 
 # Headless Chromium renders report.html in the report test (Debian's package).
 browser:

@@ -263,134 +263,14 @@ def tolerated(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def plot_all(table: pd.DataFrame, spectra: pd.DataFrame, tol: pd.DataFrame, out: Path, title: str,
-             threshold: float) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    settings = list(dict.fromkeys(table.layers))
-    singles = [s for s in settings if s != ALL]
-    cmap = plt.get_cmap("viridis")
-
-    def colour(setting: str):
-        if setting == ALL:
-            return "black"
-        return cmap(singles.index(setting) / max(len(singles) - 1, 1))
-
-    def save(fig, name: str) -> None:
-        fig.suptitle(title)
-        fig.tight_layout()
-        path = out / name
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
-
-    dense = float(table.accuracy_dense.iloc[0])
-    panels = list(dict.fromkeys(table.cut))
-    x_axes = {"norm_loss": "norm loss 1 - ||W_t|| / ||W||", "relative_error": "relative error ||W - W_t|| / ||W||"}
-    for x, name in (("norm_loss", "accuracy_by_cut.png"), ("relative_error", "accuracy_vs_relative_error.png")):
-        ncol = min(4, len(panels))
-        nrow = math.ceil(len(panels) / ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False, sharey=True)
-        for ax, cut in zip(axes.flat, panels):
-            for setting in settings:
-                g = table[(table.cut == cut) & (table.layers == setting)].sort_values(x)
-                if len(g):
-                    ax.plot(g[x], g.accuracy, "o-", ms=3, color=colour(setting), label=setting,
-                            lw=2 if setting == ALL else 1)
-            ax.axhline(dense, color="grey", ls=":", lw=1)
-            ax.set_title(f"cut {cut}" if cut != "cp" else "CP decomposition")
-            ax.set_xlabel(x_axes[x] + (" (mean over layers)" if len(singles) > 1 else ""), fontsize=8)
-        for ax in axes[:, 0]:
-            ax.set_ylabel("test accuracy (%)")
-        for ax in list(axes.flat)[len(panels):]:
-            ax.axis("off")
-        axes.flat[0].legend(fontsize=7, title="layers (shallow->deep)", title_fontsize=7)
-        save(fig, name)
-
-    # one panel per layer setting, a line per cut; against the norm loss, then against what the
-    # factorized form would save (a fair comparison of cuts, whose ranks cost very different
-    # numbers of parameters)
-    ncol = min(4, len(settings))
-    nrow = math.ceil(len(settings) / ncol)
-    cut_colours = {c: plt.get_cmap("tab10")(i) for i, c in enumerate(panels)}
-    for x, xlabel, name in (("norm_loss", "norm loss", "accuracy_by_layer.png"),
-                            ("compression_rate", "weights removed if factorized (%)", "accuracy_vs_compression.png")):
-        fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False, sharey=True)
-        for ax, setting in zip(axes.flat, settings):
-            for cut in panels:
-                g = table[(table.cut == cut) & (table.layers == setting)].sort_values(x)
-                if len(g):
-                    ax.plot(g[x], g.accuracy, "o-", ms=3, color=cut_colours[cut], label=cut,
-                            lw=2 if cut == "out" else 1)
-            ax.axhline(dense, color="grey", ls=":", lw=1)
-            ax.set_title(f"layers: {setting}")
-            ax.set_xlabel(xlabel)
-        for ax in axes[:, 0]:
-            ax.set_ylabel("test accuracy (%)")
-        for ax in list(axes.flat)[len(settings):]:
-            ax.axis("off")
-        axes.flat[0].legend(fontsize=7, title="cut", title_fontsize=7)
-        save(fig, name)
-
-    layers = list(dict.fromkeys(spectra.layer))
-    ncol = min(4, len(layers))
-    nrow = math.ceil(len(layers) / ncol)
-    for name, x, y, ylabel, log in [("spectra.png", "rank_fraction", "normalized", "s_k / s_1", True),
-                                    ("norm_loss_vs_params.png", "params_fraction", "norm_loss_keeping_k",
-                                     "norm loss keeping top k", False)]:
-        fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False)
-        for ax, layer in zip(axes.flat, layers):
-            g = spectra[spectra.layer == layer]
-            for cut, gc in g.groupby("cut", sort=False):
-                ax.plot(gc[x], gc[y], ".-", ms=3, lw=1, label=cut, color=cut_colours.get(cut))
-            ax.set_title(f"{layer} ({g['shape'].iloc[0]})", fontsize=9)
-            ax.set_xlabel("k / max rank" if x == "rank_fraction" else "factorized params / dense (top k kept)")
-            if log:
-                ax.set_yscale("log")
-            else:
-                ax.axvline(1.0, color="grey", ls=":", lw=1)
-        for ax in axes[:, 0]:
-            ax.set_ylabel(ylabel)
-        for ax in list(axes.flat)[len(layers):]:
-            ax.axis("off")
-        axes.flat[0].legend(fontsize=7, title="cut", title_fontsize=7)
-        save(fig, name)
-
-    svd_singles = table[(table.method == "svd") & (table.layers != ALL)]
-    if singles and len(svd_singles):
-        # depth: the drop at a few fixed targets, and the tolerated norm loss (noisier: one
-        # point of accuracy on a small eval set is a handful of images)
-        grid = sorted(svd_singles.target.unique())
-        shown = [t for t in (0.3, 0.5) if t in grid] or grid[len(grid) // 2:len(grid) // 2 + 1]
-        fig, axes = plt.subplots(1, len(shown) + 1, figsize=(4.5 * (len(shown) + 1), 3.6), squeeze=False)
-        for ax, target in zip(axes.flat, shown):
-            at = svd_singles[svd_singles.target == target]
-            for cut, g in at.groupby("cut", sort=False):
-                ax.plot(g.depth, g.accuracy_drop, "o-", label=cut, color=cut_colours.get(cut))
-            ax.set_title(f"target norm loss {target}")
-            ax.set_ylabel("accuracy drop (points)")
-        ax = axes.flat[len(shown)]
-        for cut, g in tol[tol.layers != ALL].groupby("cut", sort=False):
-            ax.plot(g.depth, g.tolerated_norm_loss, "o-", label=cut, color=cut_colours.get(cut))
-        ax.set_title(f"largest norm loss within {threshold:g} points")
-        for ax in axes.flat:
-            ax.set_xticks(range(len(singles)), singles, rotation=30, fontsize=8)
-            ax.set_xlabel("layer truncated alone (shallow -> deep)")
-        axes.flat[0].legend(fontsize=7, title="cut", title_fontsize=7)
-        save(fig, "depth_summary.png")
-    return written
-
-
 def summarize(table: pd.DataFrame, spectra: pd.DataFrame, out: Path, threshold: float) -> list[Path]:
     """tolerated_norm_loss.csv and every plot, from the two tables."""
     tol = tolerated(table, threshold)
     tol.to_csv(out / "tolerated_norm_loss.csv", index=False)
     title = (f"{table.model.iloc[0]} on {table.dataset.iloc[0]}: truncation without retraining "
              f"(dense {table.accuracy_dense.iloc[0]:.2f}%)")
+    from tnbench.studies.truncation_plots import plot_all
+
     return plot_all(table, spectra, tol, out, title, threshold)
 
 
