@@ -49,6 +49,10 @@ class Registry(Generic[T]):
         except KeyError:
             raise UnknownEntry(f"{self.axis}={name!r} is not known; allowed: {', '.join(self.names())}") from None
 
+    def resolve(self, section: Any) -> T:
+        """The entry a config section names (`section.name`)."""
+        return self.get(section.name)
+
     def names(self) -> list[str]:
         self.discover()
         return sorted(self._entries)

@@ -36,14 +36,15 @@ def dataset(name: str, config_class: type = DatasetConfig) -> Callable[[DatasetB
     return add
 
 
-def config_class(name: str) -> type:
-    return getattr(DATASETS.get(name), "config_class", DatasetConfig)
+def config_class(section: Any) -> type:
+    """The options dataclass of the dataset a config section names."""
+    return getattr(DATASETS.resolve(section), "config_class", DatasetConfig)
 
 
 def builder_options(section: Any) -> dict[str, Any]:
     """The dataset's own options (fields its schema adds to DatasetConfig) from a config section."""
     shared = set(option_names(DatasetConfig))
-    return {k: section[k] for k in option_names(config_class(section.name)) if k not in shared}
+    return {k: section[k] for k in option_names(config_class(section)) if k not in shared}
 
 
 def load_data(

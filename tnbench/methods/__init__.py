@@ -12,7 +12,7 @@ METHODS: Registry[type[Method]] = Registry("method", "tnbench.methods")
 
 
 def build_method(cfg: Any) -> Method:
-    return METHODS.get(cfg.name)(cfg)
+    return METHODS.resolve(cfg)(cfg)
 
 
 __all__ = ["METHODS", "LayerReport", "Method", "build_method"]

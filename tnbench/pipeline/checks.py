@@ -14,11 +14,11 @@ def resolve_entries(cfg: DictConfig) -> DictConfig:
     from tnbench.methods import METHODS
     from tnbench.models import MODELS
 
-    MODELS.get(cfg.model.name)  # an unknown name is a one-line error here
+    MODELS.resolve(cfg.model)  # an unknown name is a one-line error here
     with open_dict(cfg):
-        cfg.dataset = typed(cfg.dataset, config_class(cfg.dataset.name), "dataset")
+        cfg.dataset = typed(cfg.dataset, config_class(cfg.dataset), "dataset")
         cfg.model = typed(cfg.model, ModelConfig, "model")
-        cfg.method = typed(cfg.method, METHODS.get(cfg.method.name).config_class, "method")
+        cfg.method = typed(cfg.method, METHODS.resolve(cfg.method).config_class, "method")
     return cfg
 
 
