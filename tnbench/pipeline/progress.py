@@ -20,8 +20,15 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks.progress import ProgressBar
-from rich.progress import (BarColumn, Progress, ProgressColumn, TaskID, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Column
 
 from tnbench.reporting.console import console

@@ -24,8 +24,8 @@ from tnbench.pipeline.checks import check
 from tnbench.pipeline.classifier import Classifier
 from tnbench.pipeline.failpoints import failpoint
 from tnbench.pipeline.metrics import compression_summary, count_flops, count_params, recovery_epochs
-from tnbench.pipeline.resume import EpochCheckpoint, checkpoint_path, load_state, save_state
 from tnbench.pipeline.progress import compress_progress
+from tnbench.pipeline.resume import EpochCheckpoint, checkpoint_path, load_state, save_state
 from tnbench.pipeline.trainer import finish_logger, log_curve, make_logger, make_trainer
 from tnbench.reporting.console import console, print_summary, stage_banner
 from tnbench.reporting.records import write_record
