@@ -1,0 +1,1 @@
+"""The datasets, one registration each (`tnbench.data.DATASETS` imports every module here)."""
