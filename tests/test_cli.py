@@ -27,8 +27,8 @@ BAD_INPUT = [
     (["logger=mlflow"], "logger='mlflow' is not known"),
     (["trainer.precision=8"], "trainer.precision must be one of"),
     (["dataset.batch_size=0"], "dataset.batch_size must be >= 1"),
-    (["method.layers=[conv9]"], None),  # layer names are checked against the model at compress time
-    (["method=none,svd", "method.rank=4,0"], "method.rank must be >= 1, got 0"),  # every sweep value is checked
+    (["method.layers=[conv9]"], "method.layers names unknown layer(s) conv9"),  # checked against the model up front
+    (["-m", "method=none,svd", "method.rank=4,0"], "method.rank must be >= 1, got 0"),  # every sweep value is checked
     # every method's own parameters
     (["method=svd_truncation", "method.cut=diag"], "method.cut must be one of out, in, kh, kw, out_in, out_kh, out_kw; got 'diag'"),
     (["method=svd_truncation", "method.norm_loss=1.5"], "method.norm_loss must be in [0, 1), got 1.5"),
