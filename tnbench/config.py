@@ -9,10 +9,11 @@ express are checked by `validate`, before any work.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
-from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from tnbench.errors import ConfigError
@@ -72,8 +73,9 @@ class TrainerConfig:
     precision: str = "32-true"
     channels_last: bool = True
     deterministic: bool = False
-    limit_train_batches: Optional[float] = None
-    limit_val_batches: Optional[float] = None
+    # as in Lightning: an int is a number of batches, a float in (0, 1] a fraction of them
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
     progress: bool = True
     gradient_clip_val: Optional[float] = None
     # torch intra-op threads for this job; null: torch's default (one per core). With parallel
@@ -127,6 +129,20 @@ class Config:
     run_id: str = ""  # set in conf/config.yaml: <dataset>-<model>-<method>-s<seed>-<hash>
 
 
+def ranged(default: Any, **bounds: Any) -> Any:
+    """A dataclass field whose value `check_ranges` checks: `ranged(1, ge=1)`, `ranged(0.5, gt=0, le=1)`,
+    `ranged(None, ge=1, null=True)` (the bounds of `check_number`)."""
+    return field(default=default, metadata={"range": bounds})
+
+
+def check_ranges(node: Any, schema: type, group: str) -> None:
+    """Every `ranged` field of `schema` in `node` (a typed config section) within its bounds."""
+    for f in fields(schema) if is_dataclass(schema) else ():
+        bounds = f.metadata.get("range")
+        if bounds is not None:
+            check_number(f"{group}.{f.name}", node[f.name], **bounds)
+
+
 def option_names(schema: type) -> list[str]:
     return [f.name for f in fields(schema)] if is_dataclass(schema) else []
 
@@ -160,25 +176,123 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _range_text(ge: float | None, gt: float | None, le: float | None, lt: float | None) -> str:
+    low, high = (ge, "[") if ge is not None else (gt, "("), (le, "]") if le is not None else (lt, ")")
+    if low[0] is not None and high[0] is not None:
+        return f"in {low[1]}{low[0]}, {high[0]}{high[1]}"
+    if low[0] is not None:
+        return f"{'>=' if ge is not None else '>'} {low[0]}"
+    return f"{'<=' if le is not None else '<'} {high[0]}"
+
+
+def check_number(key: str, value: Any, *, ge: float | None = None, gt: float | None = None,
+                 le: float | None = None, lt: float | None = None, null: bool = False) -> None:
+    """A finite number in the given range, or None with `null`; otherwise a ConfigError naming
+    `key` and the allowed values. (Integer-ness is the schema's business.)"""
+    if value is None and null:
+        return
+    ok = _is_number(value) and math.isfinite(value)
+    ok = ok and (ge is None or value >= ge) and (gt is None or value > gt)
+    ok = ok and (le is None or value <= le) and (lt is None or value < lt)
+    if not ok:
+        raise ConfigError(f"{key} must be {_range_text(ge, gt, le, lt)}{' or null' if null else ''}, got {value!r}")
+
+
+def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    _check(value in allowed, f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def check_path(key: str, value: Any, why: str = "") -> None:
+    _check(isinstance(value, str) and value.strip() != "",
+           f"{key} must name a directory, got {value!r}{why}")
+
+
+def check_batches(key: str, value: Any) -> None:
+    """Lightning's `limit_*_batches`: null (all), an int >= 1 (batches) or a float in (0, 1]
+    (a fraction); 0 would train or test on nothing."""
+    ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1) or \
+        (isinstance(value, float) and 0.0 < value <= 1.0)
+    _check(ok, f"{key} must be null (all), an integer >= 1 (batches) or a float in (0, 1] (a fraction), got {value!r}")
+
+
+MAX_SEED = 2**32 - 2  # numpy's seeds end at 2**32 - 1, and retraining is seeded with seed + 1
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "constant", "step")
+LOGGERS = ("wandb", "csv", "none")
+LOGGER_MODES = ("offline", "online", "disabled")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+
+
 def validate(cfg: Any) -> None:
-    """Range checks the type system cannot express; raise ConfigError on the first problem."""
-    p = cfg.pipeline
+    """Range checks the type system cannot express, for every option of the root schema and the
+    options every dataset and method shares; raise ConfigError on the first problem. A
+    dataset's or method's own options are checked by its entry (the dataset's schema, the
+    method's `validate`); settings that depend on the machine by `tnbench.pipeline.checks`."""
+    _validate_pipeline(cfg.pipeline)
+    _validate_dataset(cfg.dataset)
+    _validate_method(cfg.method)
+    _validate_trainer(cfg.trainer)
+    check_choice("logger.name", cfg.logger.name, LOGGERS)
+    check_choice("logger.mode", cfg.logger.mode, LOGGER_MODES)
+    for key in ("results_dir", "data_dir", "cache_dir"):
+        check_path(f"paths.{key}", cfg.paths[key])
+    check_number("seed", cfg.seed, ge=0, le=MAX_SEED)
+
+
+def _validate_pipeline(p: Any) -> None:
     _check(p.pretrain_epochs >= 0, f"pipeline.pretrain_epochs must be >= 0, got {p.pretrain_epochs}")
     _check(p.retrain_epochs >= 0, f"pipeline.retrain_epochs must be >= 0, got {p.retrain_epochs}")
-    _check(p.recovery_tolerance >= 0, f"pipeline.recovery_tolerance must be >= 0, got {p.recovery_tolerance}")
+    check_number("pipeline.recovery_tolerance", p.recovery_tolerance, ge=0)
     for key in ("pretrain_optimizer", "retrain_optimizer"):
-        o = p[key]
-        _check(o.name in ("sgd", "adam", "adamw"), f"pipeline.{key}.name must be one of sgd, adam, adamw; got {o.name!r}")
-        _check(o.lr > 0, f"pipeline.{key}.lr must be > 0, got {o.lr}")
-        _check(o.schedule in ("cosine", "constant", "step"), f"pipeline.{key}.schedule must be one of cosine, constant, step; got {o.schedule!r}")
-    d = cfg.dataset
+        o, name = p[key], f"pipeline.{key}"
+        check_choice(f"{name}.name", o.name, OPTIMIZERS)
+        check_number(f"{name}.lr", o.lr, gt=0)
+        check_number(f"{name}.momentum", o.momentum, ge=0, le=1)
+        check_number(f"{name}.weight_decay", o.weight_decay, ge=0)
+        check_choice(f"{name}.schedule", o.schedule, SCHEDULES)
+        check_number(f"{name}.step_size", o.step_size, ge=1)
+        check_number(f"{name}.gamma", o.gamma, gt=0, le=1)
+    _check(p.init_checkpoint is None or str(p.init_checkpoint).strip() != "",
+           "pipeline.init_checkpoint must be null or the path of a checkpoint, got ''")
+
+
+def _validate_dataset(d: Any) -> None:
+    check_path("dataset.data_dir", d.data_dir, " (it defaults to paths.data_dir; an empty one would unpack data "
+                                               "into the current directory)")
     _check(d.batch_size >= 1, f"dataset.batch_size must be >= 1, got {d.batch_size}")
+    check_number("dataset.eval_batch_size", d.eval_batch_size, ge=1)
     for key in ("train_subset", "test_subset"):
         v = d[key]
         _check(v is None or v >= 0, f"dataset.{key} must be >= 0 or null, got {v}")
-    _check(cfg.logger.name in ("wandb", "csv", "none"), f"logger.name must be one of wandb, csv, none; got {cfg.logger.name!r}")
-    _check(cfg.logger.mode in ("offline", "online", "disabled"), f"logger.mode must be one of offline, online, disabled; got {cfg.logger.mode!r}")
-    _check(cfg.trainer.num_threads is None or cfg.trainer.num_threads >= 1,
-           f"trainer.num_threads must be null or >= 1, got {cfg.trainer.num_threads}")
-    _check(cfg.trainer.precision in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
-           f"trainer.precision must be one of 32-true, bf16-mixed, 16-mixed, bf16-true, 64-true; got {cfg.trainer.precision!r}")
+
+
+def _validate_method(m: Any) -> None:
+    rank = m.get("rank")
+    _check(rank is None or rank >= 1, f"method.rank must be >= 1, got {rank}")
+    layers = m.get("layers")
+    _check(not (isinstance(layers, (list, tuple, ListConfig)) and len(layers) == 0) or m.name == "none",
+           "method.layers must be all, all_but_first_last or a non-empty list of layer names; got []")
+    for key in m:  # the random seeds a method draws its initialization from
+        if key == "seed" or str(key).endswith("_seed"):
+            check_number(f"method.{key}", m[key], ge=0, le=MAX_SEED + 1)
+
+
+def _validate_trainer(t: Any) -> None:
+    _check(t.num_threads is None or t.num_threads >= 1,
+           f"trainer.num_threads must be null or >= 1, got {t.num_threads}")
+    _check(t.precision in PRECISIONS,
+           f"trainer.precision must be one of 32-true, bf16-mixed, 16-mixed, bf16-true, 64-true; got {t.precision!r}")
+    check_number("trainer.num_nodes", t.num_nodes, ge=1)
+    check_batches("trainer.limit_train_batches", t.limit_train_batches)
+    check_batches("trainer.limit_val_batches", t.limit_val_batches)
+    check_number("trainer.gradient_clip_val", t.gradient_clip_val, ge=0, null=True)
+    devices = t.devices
+    ok = devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or devices == -1))
+    ok = ok or (isinstance(devices, (list, ListConfig)) and len(devices) > 0
+                and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices))
+    _check(ok, f"trainer.devices must be an integer >= 1, -1 (all), auto or a non-empty list of device indices; "
+               f"got {devices!r}")

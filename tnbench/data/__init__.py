@@ -28,15 +28,27 @@ DATASETS: Registry[DatasetBuilder] = Registry("dataset", "tnbench.data.sets", en
                                               kind="a dataset builder (a callable returning TensorData)")
 
 
-def dataset(name: str, config_class: type = DatasetConfig) -> Callable[[DatasetBuilder], DatasetBuilder]:
+def dataset(name: str, config_class: type = DatasetConfig,
+            geometry: Optional[tuple[int, int, int]] = None) -> Callable[[DatasetBuilder], DatasetBuilder]:
     """Register a builder under `name`; options of `config_class` beyond DatasetConfig's are
-    passed to it as keyword arguments."""
+    passed to it as keyword arguments. `geometry` is (channels, image size, classes), for the
+    up-front check to build the model without loading the data; a dataset whose geometry is
+    an option has the options `channels`, `image_size`, `num_classes` instead."""
 
     def add(builder: DatasetBuilder) -> DatasetBuilder:
         builder.config_class = config_class  # type: ignore[attr-defined]
+        builder.geometry = geometry  # type: ignore[attr-defined]
         return DATASETS.register(name)(builder)
 
     return add
+
+
+def geometry(section: Any) -> Optional[tuple[int, int, int]]:
+    """(channels, image size, classes) of the dataset a typed config section describes, known
+    without loading it; None if the dataset does not say."""
+    if all(k in section for k in ("channels", "image_size", "num_classes")):
+        return int(section.channels), int(section.image_size), int(section.num_classes)
+    return getattr(DATASETS.resolve(section), "geometry", None)
 
 
 def config_class(section: Any) -> type:
@@ -86,5 +98,5 @@ def load_section(section: Any, seed: int) -> TensorData:
                      seed=seed, augment=section.augment, **builder_options(section))
 
 
-__all__ = ["DATASETS", "TensorData", "builder_options", "config_class", "dataset", "load_data", "load_section",
-           "subset_indices"]
+__all__ = ["DATASETS", "TensorData", "builder_options", "config_class", "dataset", "geometry", "load_data",
+           "load_section", "subset_indices"]

@@ -176,6 +176,21 @@ class Method:
     def validate(self) -> None:
         """Raise ConfigError for out-of-range settings, before any work starts."""
 
+    def selected_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """The layers `compress` works on (`method.layers`)."""
+        return select_layers(model, self.cfg.layers)
+
+    def check_model(self, model: nn.Module) -> None:
+        """Check the settings against the model's real layers before any work: the up-front
+        check builds the model on the `meta` device (shapes, no values) and calls this. Raise
+        ConfigError where `compress` would refuse a layer or would compress nothing. Methods
+        with shape limits (ranks, factors, qubits) extend it."""
+        if not self.selected_layers(model):
+            names = ", ".join(n for n, _ in compressible_layers(model))
+            raise ConfigError(f"method.layers={self.cfg.layers} selects no layer of this model for "
+                              f"method={self.cfg.name}, which would compress nothing; allowed: all, "
+                              f"all_but_first_last or names among {names}")
+
     def compress(self, model: nn.Module) -> list[LayerReport]:
         raise NotImplementedError
 

@@ -53,10 +53,13 @@ class CPDecomposition(Method):
         if c.init not in CP_INITS:
             raise ConfigError(f"method.init must be one of {', '.join(CP_INITS)}; got {c.init!r}")
 
+    def selected_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        return select_conv_layers(model, self.cfg.layers, include_linear=False)
+
     def compress(self, model: nn.Module) -> list[LayerReport]:
         c = self.cfg
         reports = []
-        for name, conv in select_conv_layers(model, c.layers, include_linear=False):
+        for name, conv in self.selected_layers(model):
             w = conv.weight.detach()
             if not isinstance(conv, nn.Conv2d):
                 reports.append(left_dense(name, conv, "CP applies to convs: a matrix's CP is its SVD (use svd_truncation)"))

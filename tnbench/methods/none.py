@@ -21,3 +21,6 @@ class NoCompression(Method):
 
     def compress(self, model: nn.Module) -> list[LayerReport]:
         return []
+
+    def check_model(self, model: nn.Module) -> None:
+        """The dense baseline compresses nothing by design."""

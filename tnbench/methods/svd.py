@@ -43,6 +43,20 @@ class SVDFactorization(Method):
         elif rank < 1:
             raise ConfigError(f"method.rank must be >= 1, got {rank}")
 
+    def check_model(self, model: nn.Module) -> None:
+        """A fixed rank that leaves every selected layer dense (no saving at that rank) is a run
+        that compresses nothing. A rank above a layer's full rank is capped to it."""
+        super().check_model(model)
+        rank = self.cfg.rank
+        if self.cfg.energy is not None or not self.cfg.skip_if_larger:
+            return
+        shapes = {name: (layer.weight.shape[0], layer.weight[0].numel()) for name, layer in self.selected_layers(model)
+                  if kind_of(layer) == "linear" or layer.groups == 1}
+        if shapes and all(min(rank, m, n) * (m + n) >= m * n for m, n in shapes.values()):
+            useful = ", ".join(f"{name} up to {(m * n - 1) // (m + n)}" for name, (m, n) in shapes.items())
+            raise ConfigError(f"method.rank={rank} saves no parameters in any selected layer, so the run would "
+                              f"compress nothing; ranks that save some: {useful}")
+
     def _rank(self, s: torch.Tensor) -> int:
         if self.cfg.energy is not None:
             return rank_for_energy(s, self.cfg.energy)

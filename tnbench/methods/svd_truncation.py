@@ -90,9 +90,12 @@ class SVDTruncation(Method):
             return rank_for_rel_error(s, value)
         return rank_for_norm_loss(s, value)
 
+    def selected_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        return select_conv_layers(model, self.cfg.layers, self.cfg.include_linear)
+
     def compress(self, model: nn.Module) -> list[LayerReport]:
         reports = []
-        for name, layer in select_conv_layers(model, self.cfg.layers, self.cfg.include_linear):
+        for name, layer in self.selected_layers(model):
             if isinstance(layer, nn.Conv2d):
                 reports.append(self._truncate_conv(model, name, layer))
             else:

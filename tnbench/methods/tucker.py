@@ -81,6 +81,13 @@ class TuckerFactorization(Method):
             check_rank_spec(value, "method.ranks")
         self.spec = {m: by_mode[m] for m in self.modes}
 
+    def check_model(self, model: nn.Module) -> None:
+        super().check_model(model)
+        key = "method.rank" if self.cfg.get("rank") is not None else "method.ranks"
+        for name, layer in self.selected_layers(model):
+            if kind_of(layer) == "linear" or layer.groups == 1:
+                layer_ranks(self.spec, layer, name, key)
+
     def compress(self, model: nn.Module) -> list[LayerReport]:
         reports = []
         for name, layer in select_layers(model, self.cfg.layers):

@@ -1,11 +1,16 @@
-"""The job wrapper around the pipeline: input checks before Hydra, one-line errors, records
-that survive failures, and multiruns that go on past a failed job."""
+"""The job wrapper around the pipeline: every job checked before Hydra starts any, one-line
+errors, records that survive failures, and multiruns that go on past a failed job and say at
+the end which jobs failed, whatever the launcher."""
 from __future__ import annotations
 
-import itertools
+import errno
 import logging
 import os
+import re
 import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,57 +20,61 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-# Flags Hydra reads itself; those in VALUE_FLAGS take the next argument.
-SKIP_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
-VALUE_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--package", "-p",
-               "--experimental-rerun"}
-MAX_CHECKED_COMBINATIONS = 64
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+INTERRUPTED = "interrupted; rerun the same command to resume"
 
 
-def _overrides(argv: list[str]) -> list[str] | None:
-    """The key=value overrides, or None when Hydra itself should answer (help, --cfg)."""
-    out, skip_next = [], False
-    for a in argv:
-        if skip_next:
-            skip_next = False
-            continue
-        if a.split("=")[0] in SKIP_FLAGS:
-            return None
-        if a in VALUE_FLAGS:
-            skip_next = True
-            continue
-        if a.startswith("-"):
-            continue
-        key = a.lstrip("+~")
-        if key.startswith("hydra.") or key.startswith("hydra/") or key.startswith("hydra="):
-            continue
-        out.append(a)
-    return out
+_interrupted = False
 
 
-def _expand(overrides: list[str]) -> list[list[str]]:
-    """Every combination of a sweep's values (first values only past a size cap)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+def catch_interrupts() -> None:
+    """Remember a Ctrl-C (SIGINT) before it becomes a KeyboardInterrupt: Lightning turns one
+    during training into `sys.exit(1)`, and the command must still say it was interrupted."""
+    import signal
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    choices = []
-    for o in parsed:
-        if o.is_sweep_override():
-            key = o.get_key_element()
-            choices.append([f"{key}={v}" for v in o.sweep_string_iterator()])
-        else:
-            choices.append([o.input_line])
-    combos = list(itertools.islice(itertools.product(*choices), MAX_CHECKED_COMBINATIONS))
-    return [list(c) for c in combos]
+    def on_sigint(signum: int, frame: Any) -> None:
+        global _interrupted
+        _interrupted = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
+def interrupted() -> bool:
+    return _interrupted
+
+
+def answered_by_hydra(argv: list[str]) -> bool:
+    """Whether Hydra answers `argv` itself without running a job (--help, --cfg, --info, shell
+    completion): read with Hydra's own argument parser, nothing composed."""
+    from tnbench.errors import ConfigError
+    from tnbench.pipeline.command import read_args
+
+    try:
+        return hydra_answers(read_args(argv))
+    except ConfigError:  # the check says what is wrong
+        return False
+
+
+def hydra_answers(args: Any) -> bool:
+    return bool(args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
+                or args.experimental_rerun)
 
 
 def _one_line(e: BaseException) -> str:
+    """A Hydra/OmegaConf composition error as one line."""
     from hydra.errors import MissingConfigException
 
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
         group, _, name = e.missing_cfg_file.partition("/")
         return f"{group}={name!r} is not known; allowed: {', '.join(e.options or [])}"
-    parts = []
+    ambiguous = re.match(r"Ambiguous value for argument '(.*)'", str(e))
+    if ambiguous:
+        return (f"{ambiguous.group(1)} gives several values: add -m (--multirun) to sweep over them; allowed "
+                f"otherwise: one value, a list key=[a,b], or a quoted string key='a,b'")
+    parts: list[str] = []
     while e is not None:
         text = " ".join(line.strip() for line in str(e).splitlines() if line.strip() and "full_key" not in line
                         and "object_type" not in line and "reference_type" not in line)
@@ -73,6 +82,10 @@ def _one_line(e: BaseException) -> str:
             parts.append(text)
         e = e.__cause__
     return ": ".join(parts) or "invalid configuration"
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def check_writable(directory: str) -> None:
@@ -89,57 +102,128 @@ def check_writable(directory: str) -> None:
         raise ConfigError(f"paths.results_dir={directory} is not writable: {e.strerror or e}") from None
 
 
-def _config_sweep(argv: list[str], overrides: list[str], first: list[str]) -> list[str]:
-    """The sweep a config sets itself (`hydra.sweeper.params`, e.g. from `+sweep=NAME`) as
-    overrides, less the keys the command line sets (they win, as in Hydra's BasicSweeper);
-    empty unless the command is a multirun (`-m`, or `hydra.mode: MULTIRUN` in the config)."""
-    from hydra import compose
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+def check_run_dir(cfg: DictConfig, run_dir: str | None, multirun: bool) -> None:
+    """A run's directory stays inside `paths.results_dir`: `run_id` is a plain name, and
+    `hydra.run.dir` / `hydra.sweep.dir` may move runs only within it."""
+    from tnbench.errors import ConfigError
 
-    cfg = compose(config_name="config", overrides=first, return_hydra_config=True)
-    mode = next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith("hydra.mode=")), None)
-    multirun = "-m" in argv or "--multirun" in argv or (mode or str(cfg.hydra.mode)).endswith("MULTIRUN")
-    params = cfg.hydra.sweeper.get("params") if multirun else None
-    if not params:
-        return []
-    given = {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)}
-    return [f"{k}={v}" for k, v in params.items() if k not in given]
+    run_id = str(cfg.run_id)
+    if not run_id or run_id in (".", "..") or "/" in run_id or os.sep in run_id or "\0" in run_id:
+        raise ConfigError(f"run_id={run_id!r} must be a plain directory name (no '/', not '.' or '..'): it "
+                          f"names the run's directory under paths.results_dir")
+    if run_dir is None:
+        return
+    root = os.path.realpath(str(cfg.paths.results_dir))
+    where = os.path.realpath(run_dir)
+    if where == root or os.path.commonpath([root, where]) != root:
+        key = "hydra.sweep.dir/hydra.sweep.subdir" if multirun else "hydra.run.dir"
+        raise ConfigError(f"{key} puts the run in {run_dir}, outside paths.results_dir={cfg.paths.results_dir}; "
+                          f"allowed: a directory under it (move paths.results_dir instead)")
 
 
-def preflight(argv: list[str], config_dir: str) -> str | None:
-    """Compose and check the config for every job the command would run, including a sweep the
-    config defines itself; the first problem as one line, or None."""
-    overrides = _overrides(argv)
-    if overrides is None:
-        return None
-    from hydra import compose, initialize_config_dir
+@dataclass
+class Plan:
+    """What the up-front check learnt about a command: the first problem (one line), or every
+    job's overrides and run directory."""
+
+    problem: str | None = None
+    multirun: bool = False
+    jobs: list[tuple[list[str], str | None]] = field(default_factory=list)
+
+
+def check_command(argv: list[str], config_dir: str | None = None, task_function: Callable[..., Any] | None = None,
+                  config_name: str = "config") -> Plan:
+    """Compose and check every job `argv` runs, as `@hydra.main` on `task_function` (default:
+    tnbench's) would compose them; `config_dir` replaces the primary config directory (as
+    `--config-path` does). Bad input comes back as `Plan.problem`; internal errors raise."""
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+    from omegaconf.errors import OmegaConfBaseException
 
     from tnbench.errors import BAD_INPUT
-    from tnbench.pipeline.checks import check
+    from tnbench.pipeline.command import Command
 
+    if task_function is None:
+        from tnbench.__main__ import main as task_function
+    config_path = config_dir if config_dir is not None else "conf"
+    backup = get_gh_backup()  # Hydra's main, run after this, initializes its own
     try:
-        combos = _expand(overrides)
-    except Exception as e:
-        return f"cannot parse overrides: {_one_line(e)}"
-    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        command = Command(argv, task_function, config_path, config_name)
+        if hydra_answers(command.args):
+            return Plan()
+        jobs = command.jobs()
+        return _check_jobs(jobs)
+    except BAD_INPUT as e:
+        return Plan(problem=_first_line(e))
+    except (HydraException, OmegaConfBaseException) as e:
+        return Plan(problem=_one_line(e))
+    finally:
+        if backup is None:
+            GlobalHydra.instance().clear()
+        else:
+            restore_gh_from_backup(backup)
+
+
+def _check_jobs(jobs: Any) -> Plan:
+    from tnbench.pipeline.checks import Checker
+
+    checker = Checker(machine=jobs.local)
+    plan = Plan(multirun=jobs.multirun)
+    results_dirs: dict[str, None] = {}
+    for job in jobs:
+        checker.check(job.cfg)
+        check_run_dir(job.cfg, job.run_dir, jobs.multirun)
+        results_dirs[str(job.cfg.paths.results_dir)] = None
+        plan.jobs.append((job.overrides, job.run_dir))
+    for directory in results_dirs:
+        check_writable(directory)
+    return plan
+
+
+def preflight(argv: list[str], config_dir: str | None = None) -> str | None:
+    """The first problem of any job `argv` would run, as one line; None if there is none."""
+    return check_command(argv, config_dir).problem
+
+
+def failed_jobs(plan: Plan) -> list[str]:
+    """One line per job of a finished multirun whose record is not ok, read from the records
+    (the jobs may have run in other processes: joblib, submitit)."""
+    import json
+
+    from tnbench.reporting.records import RECORD
+
+    lines, seen = [], set()
+    for overrides, run_dir in plan.jobs:
+        if run_dir is None or run_dir in seen:
+            continue
+        seen.add(run_dir)
+        path = Path(run_dir) / RECORD
         try:
-            swept = _config_sweep(argv, overrides, combos[0])
-            if swept:
-                combos = _expand(swept + overrides)
-        except Exception as e:
-            return _one_line(e)
-        for combo in combos:
-            try:
-                cfg = compose(config_name="config", overrides=combo)
-                check(cfg)
-                check_writable(cfg.paths.results_dir)
-            except BAD_INPUT as e:
-                return str(e).splitlines()[0]
-            except Exception as e:
-                return _one_line(e)
-    GlobalHydra.instance().clear()
+            rec = json.loads(path.read_text())
+            status, error = rec.get("status"), rec.get("error")
+        except (OSError, ValueError, AttributeError):
+            status, error = "no record", None
+        if status != "ok":
+            what = " ".join(overrides) or "(defaults)"
+            lines.append(f"failed job: {what}: {status}{f': {error}' if error else ''}  [record: {path}]")
+    return lines
+
+
+def disk_full(e: BaseException) -> OSError | None:
+    """The 'no space left' (or quota) error behind `e`, if that is what it is."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e
+        e = e.__cause__ or e.__context__
     return None
+
+
+def disk_full_line(e: OSError) -> str:
+    where = f" writing {e.filename}" if e.filename else ""
+    return f"no space left on the device{where}; free some space and rerun the same command to resume"
 
 
 def previous_ok_record(run_dir: Path) -> dict[str, Any] | None:
@@ -166,9 +250,27 @@ def clear_run(run_dir: Path) -> None:
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 
+def _note_interrupt(run_dir: Path) -> None:
+    """Say in the record that the run was interrupted (Lightning reports a Ctrl-C in training
+    as SystemExit)."""
+    import json
+
+    from tnbench.reporting.records import RECORD, write_record
+
+    try:
+        rec = json.loads((run_dir / RECORD).read_text())
+        rec.update(status="failed", error=INTERRUPTED)
+        rec.pop("traceback", None)
+        write_record(run_dir, rec)
+    except (OSError, ValueError):
+        pass
+
+
 def run_job(cfg: DictConfig) -> dict[str, Any]:
-    """Run one pipeline job under Hydra. Failures are recorded and reported in one line; in a
-    single run they end the process with a non-zero code, in a multirun the sweep goes on."""
+    """Run one pipeline job under Hydra. Failures are recorded and reported on stderr: the
+    project's own input errors and a full disk in one line, internal errors with their
+    traceback. In a single run they end the process with a non-zero code; in a multirun the
+    sweep goes on (the command says at its end which jobs failed)."""
     from tnbench.errors import BAD_INPUT, Diverged
     from tnbench.pipeline.stages import run_pipeline
 
@@ -186,17 +288,24 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         clear_run(run_dir)
     try:
         return run_pipeline(cfg, run_dir)
+    except (KeyboardInterrupt, SystemExit):
+        if interrupted():
+            _note_interrupt(run_dir)
+        raise
     except Exception as e:
         from tnbench.reporting.records import RECORD
 
-        expected = isinstance(e, (*BAD_INPUT, Diverged))  # no traceback: the record says it all
-        kind = "bad input" if isinstance(e, BAD_INPUT) else "diverged" if isinstance(e, Diverged) else "failed"
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        full = disk_full(e)
+        if full is not None:
+            kind, msg = "disk full", disk_full_line(full)
+        else:
+            kind = "bad input" if isinstance(e, BAD_INPUT) else "diverged" if isinstance(e, Diverged) else "failed"
+            msg = _first_line(e)
+        if kind == "failed":  # an internal error: its traceback is what fixes it
+            traceback.print_exception(e, file=sys.stderr)
         print(f"error ({kind}): {msg}  [record: {run_dir / RECORD}]", file=sys.stderr)
-        if not expected:
-            log.exception("job failed")
         if hc.mode == RunMode.RUN:
-            sys.exit(2 if isinstance(e, BAD_INPUT) else 1)
+            sys.exit(EXIT_BAD_INPUT if isinstance(e, BAD_INPUT) else EXIT_FAILED)
         import json
 
         try:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tnbench.config import DatasetConfig
+from tnbench.config import DatasetConfig, ranged
 from tnbench.data import dataset
 from tnbench.data.tensors import TensorData
 
@@ -14,11 +14,11 @@ from tnbench.data.tensors import TensorData
 class SyntheticConfig(DatasetConfig):
     name: str = "synthetic"
     download: bool = False
-    channels: int = 1
-    image_size: int = 28
-    num_classes: int = 10
-    train_size: int = 2048
-    test_size: int = 512
+    channels: int = ranged(1, ge=1)
+    image_size: int = ranged(28, ge=1)
+    num_classes: int = ranged(10, ge=2)
+    train_size: int = ranged(2048, ge=1)
+    test_size: int = ranged(512, ge=1)
 
 
 @dataset("synthetic", SyntheticConfig)

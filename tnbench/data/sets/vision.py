@@ -84,7 +84,7 @@ def _from_torchvision(
     return TensorData(train_x, train_y, test_x, test_y, num_classes, mean, std, augment)
 
 
-@dataset("mnist")
+@dataset("mnist", geometry=(1, 28, 10))
 def _load_mnist(data_dir: str, download: bool, seed: int = 0, **options) -> TensorData:
     from torchvision.datasets import MNIST
 
@@ -122,7 +122,7 @@ def _gunzip_into(src_dir: str, dst_dir: str, names: Sequence[str]) -> None:
                 os.remove(tmp)
 
 
-@dataset("fashion_mnist")
+@dataset("fashion_mnist", geometry=(1, 28, 10))
 def _load_fashion_mnist(
     data_dir: str,
     download: bool,
@@ -142,7 +142,7 @@ def _load_fashion_mnist(
     )
 
 
-@dataset("cifar10")
+@dataset("cifar10", geometry=(3, 32, 10))
 def _load_cifar10(data_dir: str, download: bool, seed: int = 0, **options) -> TensorData:
     from torchvision.datasets import CIFAR10
 
@@ -151,7 +151,7 @@ def _load_cifar10(data_dir: str, download: bool, seed: int = 0, **options) -> Te
     return _from_torchvision(CIFAR10, "cifar10", data_dir, download, where, 10, CIFAR10_MEAN, CIFAR10_STD, True)
 
 
-@dataset("cifar100")
+@dataset("cifar100", geometry=(3, 32, 100))
 def _load_cifar100(data_dir: str, download: bool, seed: int = 0, **options) -> TensorData:
     from torchvision.datasets import CIFAR100
 

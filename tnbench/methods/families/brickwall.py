@@ -169,6 +169,15 @@ class BrickWallMethod(Method):
                              f"{what} need qubits >= {qubits_for(span)}")
         return q
 
+    def check_model(self, model: nn.Module) -> None:
+        """The groups name real layers and each fits in the qubits it is given."""
+        groups = self._groups(model)
+        if not groups:
+            super().check_model(model)  # says what `method.layers` may be
+        for index, group in enumerate(groups):
+            span = layout_size([m.weight.shape for _, m in group], self.cfg.layout)
+            self._qubits(index, [n for n, _ in group], span)
+
     def compress(self, model: nn.Module) -> list[LayerReport]:
         c = self.cfg
         groups = self._groups(model)

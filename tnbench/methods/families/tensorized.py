@@ -117,6 +117,19 @@ class TensorizedMethod(Method):
                     or len(spec["out"]) != len(spec["in"]):
                 raise ConfigError(f"method.factors.{name}: out and in must be lists of the same length; got {spec}")
 
+    def check_model(self, model: nn.Module) -> None:
+        """`method.factors` names real layers and fits their sizes: each replacement layer is
+        built on the meta device, as `compress` would build it."""
+        super().check_model(model)
+        selected = self.selected_layers(model)
+        unknown = sorted(set(self.cfg.factors or {}) - {n for n, _ in selected})
+        if unknown:
+            raise ConfigError(f"method.factors names layer(s) {', '.join(unknown)} that method.layers does not "
+                              f"select; allowed: {', '.join(n for n, _ in selected)}")
+        with torch.device("meta"):
+            for name, layer in selected:
+                self.build(name, layer)
+
     # --- factors -------------------------------------------------------------------------
 
     def factors(self, name: str, out_size: int, in_size: int) -> tuple[list[int], list[int]]:
