@@ -44,10 +44,12 @@ class Result:
         return str(self.record.get("status"))
 
     def __repr__(self) -> str:
+        from tnbench.reporting.console import fmt
+
         r = self.record
+        accs = " -> ".join(fmt(r.get(k), 2) for k in ("acc_pretrain", "acc_compressed", "acc_retrained"))
         return (f"Result({r.get('method')} on {r.get('model')}/{r.get('dataset')}: status {self.status}, "
-                f"acc {r.get('acc_pretrain')} -> {r.get('acc_compressed')} -> {r.get('acc_retrained')}, "
-                f"compression x{r.get('compression_ratio')}, run_dir={str(self.run_dir)!r})")
+                f"test acc {accs}, compression x{fmt(r.get('compression_ratio'), 2)}, run_dir={str(self.run_dir)!r})")
 
 
 def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
@@ -108,9 +110,9 @@ def run(cfg: DictConfig | Mapping[str, Any] | Sequence[str] | None = None, overr
     register_configs()  # the run_id resolver
     # a copy (checking types the sections in place), under the root schema if it came as a mapping
     cfg = copy.deepcopy(cfg) if isinstance(cfg, DictConfig) else OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    run_dir = run_dir_of(cfg)  # before `check` types the sections: the run id hashes them as composed
     check(cfg)
     check_writable(cfg.paths.results_dir)
-    run_dir = run_dir_of(cfg)
     if cfg.pipeline.rerun or previous_ok_record(run_dir) is not None:
         clear_run(run_dir)
     done = execute(cfg, run_dir)
