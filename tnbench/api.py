@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tnbench.errors import ConfigError
 
@@ -54,8 +54,9 @@ class Result:
 
 def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
     """The job config the command line would compose from `overrides` (Hydra syntax: `method=cp`,
-    `method.rank=4`, `+sweep=...` is not a job). `config_dir` adds a folder of your own config
-    groups (like `--config-dir`; the same as `hydra.searchpath=[file://DIR]`)."""
+    `method.rank=4`). `config_dir` adds a folder of your own config groups (like `--config-dir`;
+    the same as `hydra.searchpath=[file://DIR]`). A sweep (`+sweep=NAME`, a config with
+    `hydra.mode: MULTIRUN`) is many jobs: the command line runs those."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -74,13 +75,19 @@ def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None)
     gh.clear()
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=overrides)
+            cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
     except Exception as e:  # Hydra's own errors about the overrides: bad input, one line
         raise ConfigError(_one_line(e)) from None
     finally:
         gh.clear()
         if outer is not None:
             gh.initialize(outer)
+    if str(cfg.hydra.mode).endswith("MULTIRUN") or cfg.hydra.sweeper.get("params"):
+        raise ConfigError("these overrides make a sweep (hydra.mode=MULTIRUN); tnbench.run runs one job: run "
+                          "sweeps from the command line (python -m tnbench ...)")
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def run_dir_of(cfg: DictConfig) -> Path:

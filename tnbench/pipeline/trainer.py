@@ -163,8 +163,12 @@ def log_finished_record(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) 
     curves and its summary, like the run that made the record."""
     if cfg.logger.name != "wandb":
         return
-    logger = StageWandbLogger(project=cfg.logger.project, save_dir=str(run_dir),
-                              experiment=start_wandb_run(cfg, run_dir))
+    try:
+        logger = StageWandbLogger(project=cfg.logger.project, save_dir=str(run_dir),
+                                  experiment=start_wandb_run(cfg, run_dir))
+    except Exception as e:  # the job is done all the same
+        log.warning("could not start a W&B run for the finished record: %s", e)
+        return
     curve = lambda accs: [{"epoch": i + 1, "val_acc": a} for i, a in enumerate(accs or [])]
     log_curve(logger, "pretrain", curve(record.get("pretrain_history")))
     if record.get("acc_compressed") is not None:
