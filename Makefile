@@ -5,11 +5,12 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DATA    := data
 FMNIST  := $(DATA)/FashionMNIST/raw/train-images-idx3-ubyte
+WHEEL_TEST := tests/integration/test_wheel.py
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast lint bench data install results report browser clean
+.PHONY: demo test test-fast wheel-check lint bench data install results report browser clean
 
 install: $(STAMP)
 
@@ -38,8 +39,13 @@ demo: install data
 	$(BIN)/python -m tnbench
 	$(BIN)/python -m tnbench.results results/runs
 
-test: install data browser
-	$(BIN)/python -m pytest -q tests
+test: install data browser wheel-check
+	$(BIN)/python -m pytest -q tests --deselect $(WHEEL_TEST)
+
+# The package as users get it: the wheel built from the sources, installed (not editable) in a
+# fresh venv that borrows this venv's dependencies, runs a job from a directory outside the checkout.
+wheel-check: install
+	$(BIN)/python -m pytest -q $(WHEEL_TEST) -p no:cacheprovider
 
 # The suite without the tests marked slow (end-to-end runs, sweeps, kills): a minute or two.
 test-fast: install data

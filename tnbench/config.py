@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from tnbench.errors import ConfigError
@@ -151,8 +151,15 @@ def typed(node: Any, schema: type, group: str) -> DictConfig:
     """`node` (a dataset/model/method section) checked against its entry's dataclass: unknown
     keys and wrong types become one-line ConfigErrors; missing keys take the defaults."""
     name = node.get("name") if isinstance(node, DictConfig) else None
+    # `_target_` names the entry (tnbench.registry), it is not one of its options
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if target is not None:
+        node = OmegaConf.masked_copy(node, [k for k in node if k != "_target_"])
     try:
         out = OmegaConf.merge(OmegaConf.structured(schema), node)
+        if target is not None:
+            with open_dict(out):
+                out["_target_"] = target
     except ConfigKeyError as e:
         raise ConfigError(f"{group}.{e.key} is not an option of {group}={name}; allowed: "
                           f"{', '.join(option_names(schema))}") from None

@@ -5,7 +5,9 @@ each split lives as one uint8 tensor on the training device; batching is an inde
 normalization/augmentation are a few batched tensor ops (tnbench.data.batching).
 
   DATASETS / dataset   the registry; one module per family in tnbench.data.sets registers
-                       its builders, with the dataclass of its options (like methods do)
+                       its builders, with the dataclass of its options (like methods do);
+                       builders from outside: `dataset._target_` or the `tnbench.datasets`
+                       entry-point group (tnbench.registry)
   load_data            a dataset by name, with seeded subsets
   tensors, batching, module   TensorData, the loader, the Lightning DataModule
 """
@@ -22,7 +24,8 @@ from tnbench.registry import Registry
 # A builder takes (data_dir, download, seed, **options) and returns the full TensorData; its
 # `config_class` is the dataclass of its config section (DatasetConfig or an extension).
 DatasetBuilder = Callable[..., TensorData]
-DATASETS: Registry[DatasetBuilder] = Registry("dataset", "tnbench.data.sets")
+DATASETS: Registry[DatasetBuilder] = Registry("dataset", "tnbench.data.sets", entry_points="tnbench.datasets",
+                                              kind="a dataset builder (a callable returning TensorData)")
 
 
 def dataset(name: str, config_class: type = DatasetConfig,

@@ -1,9 +1,11 @@
 """What every compression method shares: layer selection, replacement and per-layer reports."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from omegaconf import DictConfig
@@ -14,6 +16,40 @@ from tnbench.errors import ConfigError
 
 COMPRESSIBLE = (nn.Linear, nn.Conv2d)
 DEPTH_PRESETS = ("shallow", "deep")
+
+
+class LayerObserver(Protocol):
+    """Told which layers a method selected and when each is done (the pipeline's progress)."""
+
+    def selected(self, names: list[str]) -> None: ...
+
+    def done(self, name: str) -> None: ...
+
+
+_observer: ContextVar[LayerObserver | None] = ContextVar("tnbench_layer_observer", default=None)
+
+
+@contextmanager
+def observe_layers(observer: LayerObserver) -> Iterator[None]:
+    """While active, `select_layers` / `select_conv_layers` report the selection and
+    `replace_module` / `left_dense` each finished layer to `observer`: every method shows its
+    progress per layer without knowing about it."""
+    token = _observer.set(observer)
+    try:
+        yield
+    finally:
+        _observer.reset(token)
+
+
+def _selected(layers: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+    if (observer := _observer.get()) is not None:
+        observer.selected([n for n, _ in layers])
+    return layers
+
+
+def _done(name: str) -> None:
+    if (observer := _observer.get()) is not None:
+        observer.done(name)
 
 
 @dataclass
@@ -43,6 +79,7 @@ def kind_of(layer: nn.Module) -> str:
 
 def left_dense(name: str, layer: nn.Module, note: str, ranks: list[int] | None = None) -> LayerReport:
     """The report of a selected layer the method leaves as it is, and why."""
+    _done(name)
     w = layer.weight
     return LayerReport(name, kind_of(layer), list(w.shape), list(ranks or []), w.numel(), w.numel(),
                        compressed=False, note=note)
@@ -55,6 +92,10 @@ def compressible_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def select_layers(model: nn.Module, spec: Any) -> list[tuple[str, nn.Module]]:
     """`all`, `all_but_first_last` (the papers' default: input and classifier stay dense),
     or an explicit list of module names."""
+    return _selected(_select(model, spec))
+
+
+def _select(model: nn.Module, spec: Any) -> list[tuple[str, nn.Module]]:
     layers = compressible_layers(model)
     if spec == "all":
         return layers
@@ -86,11 +127,11 @@ def select_conv_layers(model: nn.Module, spec: Any, include_linear: bool) -> lis
         chosen = convs[:half] if spec == "shallow" else convs[half:]
         if not chosen:
             raise ConfigError(f"method.layers={spec} selects no conv layer in this model ({len(convs)} convs)")
-        return chosen
-    chosen = select_layers(model, spec)
+        return _selected(chosen)
+    chosen = _select(model, spec)
     if spec in ("all", "all_but_first_last") and not include_linear:
         chosen = [(n, m) for n, m in chosen if isinstance(m, nn.Conv2d)]
-    return chosen
+    return _selected(chosen)
 
 
 def check_modes(modes: Any, allowed: tuple[str, ...], key: str) -> list[str]:
@@ -117,6 +158,7 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     if is_channels_last(model):
         new = new.to(memory_format=torch.channels_last)
     setattr(parent, child, new)
+    _done(name)
 
 
 class Method:

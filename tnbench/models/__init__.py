@@ -6,7 +6,8 @@ Builders take the dataset geometry (``in_channels``, ``image_size``,
 extra keyword options and are validated up front so a bad config fails with a
 one-line ``ConfigError`` instead of a shape error deep inside training. Every module of this
 package is imported by the registry on first use; a model registers itself with
-``@MODELS.register(name)``.
+``@MODELS.register(name)``. Models from outside the package: ``model._target_`` (a dotted
+path to the builder) or an entry point in the ``tnbench.models`` group (tnbench.registry).
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from tnbench.registry import Registry
 
 ModelBuilder = Callable[..., nn.Module]
 
-MODELS: Registry[ModelBuilder] = Registry("model", "tnbench.models")
+MODELS: Registry[ModelBuilder] = Registry("model", "tnbench.models", entry_points="tnbench.models",
+                                          kind="a model builder (a callable returning an nn.Module)")
 
 _GEOMETRY = ("in_channels", "image_size", "num_classes")
 

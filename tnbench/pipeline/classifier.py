@@ -37,6 +37,11 @@ class Classifier(L.LightningModule):
 
     The optimizer settings and epoch count are per stage (pretrain and retrain differ), so
     the pipeline sets them with `for_stage` before each fit.
+
+    Each stage has its own x-axis, logged with its metrics: `<stage>/epoch` (epochs of the
+    stage done) on epoch rows and `<stage>/step` on per-step rows. The Trainer's own `epoch`
+    and global step restart with every stage's Trainer, so curves plotted against them
+    zigzag; tnbench.pipeline.trainer tells W&B to plot each stage against its own axis.
     """
 
     def __init__(self, model: nn.Module, num_classes: int, channels_last: bool = False, seed: int = 0,
@@ -55,6 +60,10 @@ class Classifier(L.LightningModule):
         self.optim_cfg: Any = None
         self.epochs = 1
         self.history: list[float] = []  # test accuracy after each training epoch of a fit
+        # the epoch-level numbers of each epoch of a fit (the pretrain cache keeps them, to
+        # draw the pretrain curve again on a cache hit)
+        self.curve: list[dict[str, float]] = []
+        self.epochs_done: dict[str, int] = {}  # per stage: where a test pass alone is plotted
         self._sums = torch.zeros(3)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         if channels_last:
@@ -67,10 +76,18 @@ class Classifier(L.LightningModule):
         return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["tnbench"] = {"stage": self.stage_name, "history": list(self.history)}
+        checkpoint["tnbench"] = {"stage": self.stage_name, "history": list(self.history), "curve": list(self.curve)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.history = list(checkpoint.get("tnbench", {}).get("history", []))
+        saved = checkpoint.get("tnbench", {})
+        self.history = list(saved.get("history", []))
+        self.curve = list(saved.get("curve", []))
+        self.epochs_done[self.stage_name] = len(self.history)
+
+    def running_metrics(self) -> tuple[float, float]:
+        """Mean training loss and accuracy (%) of the epoch so far, on this rank (progress bar)."""
+        loss_sum, correct, n = self._sums.tolist()
+        return loss_sum / max(n, 1.0), 100.0 * correct / max(n, 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -96,7 +113,8 @@ class Classifier(L.LightningModule):
             n = y.new_tensor(y.numel())
             self._sums += torch.stack([loss.detach().float() * n, (logits.argmax(1) == y).sum().float(), n.float()])
         if self.global_step % self.trainer.log_every_n_steps == 0:
-            self.log(f"{self.stage_name}/train_loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+            self.log_dict({f"{self.stage_name}/train_loss_step": loss.detach(),
+                           f"{self.stage_name}/step": float(self.global_step)}, on_step=True, on_epoch=False)
         return loss.detach()
 
     def on_train_epoch_start(self) -> None:
@@ -117,12 +135,15 @@ class Classifier(L.LightningModule):
                     schedule.step()
 
     def on_train_epoch_end(self) -> None:
-        sums = self.trainer.strategy.reduce(self._sums, reduce_op="sum")  # over DDP ranks
-        loss, acc = sums[0] / sums[2].clamp(min=1), 100.0 * sums[1] / sums[2].clamp(min=1)
-        self.log(f"{self.stage_name}/train_loss_epoch", loss)
-        self.log(f"{self.stage_name}/train_acc", acc)
+        loss, acc = self._train_epoch_metrics()
+        self.log_dict({f"{self.stage_name}/train_loss_epoch": loss, f"{self.stage_name}/train_acc": acc,
+                       f"{self.stage_name}/epoch": float(self.current_epoch + 1)})
         if not torch.isfinite(loss):
             raise Diverged(self.stage_name, self.global_step, f"training loss became {float(loss)}")
+
+    def _train_epoch_metrics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        sums = self.trainer.strategy.reduce(self._sums, reduce_op="sum")  # over DDP ranks
+        return sums[0] / sums[2].clamp(min=1), 100.0 * sums[1] / sums[2].clamp(min=1)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -133,10 +154,17 @@ class Classifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         # torchmetrics syncs its state over DDP ranks in compute()
         acc = self.val_acc.compute() * 100.0
-        self.log(f"{self.stage_name}/val_acc", acc, prog_bar=True)
         self.val_acc.reset()
-        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+        fitting = self.trainer.state.fn == "fit" and not self.trainer.sanity_checking
+        epoch = self.current_epoch + 1 if fitting else self.epochs_done.get(self.stage_name, 0)
+        self.log_dict({f"{self.stage_name}/val_acc": acc, f"{self.stage_name}/epoch": float(epoch)})
+        if fitting:
             self.history.append(float(acc))
+            self.epochs_done[self.stage_name] = epoch
+            # the training sums are complete here (the test pass follows an epoch's last step)
+            loss, train_acc = self._train_epoch_metrics()
+            self.curve.append({"epoch": epoch, "train_loss_epoch": float(loss), "train_acc": float(train_acc),
+                               "val_acc": float(acc)})
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.parameters(), self.optim_cfg)

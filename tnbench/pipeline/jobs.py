@@ -279,6 +279,10 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     done = previous_ok_record(run_dir)
     if done is not None and not cfg.pipeline.rerun:
         print(f"already done: {run_dir} (status ok; pipeline.rerun=true runs it again)", file=sys.stderr)
+        if os.environ.get("WANDB_SWEEP_ID"):  # the sweep agent waits for this job's W&B run
+            from tnbench.pipeline.trainer import log_finished_record
+
+            log_finished_record(cfg, run_dir, done)
         return done
     if cfg.pipeline.rerun:
         clear_run(run_dir)

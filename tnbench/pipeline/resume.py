@@ -49,7 +49,7 @@ class EpochCheckpoint(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # the whole training state, to resume from
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         trainer.strategy.barrier()

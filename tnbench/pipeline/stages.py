@@ -24,8 +24,9 @@ from tnbench.pipeline.checks import check
 from tnbench.pipeline.classifier import Classifier
 from tnbench.pipeline.failpoints import failpoint
 from tnbench.pipeline.metrics import compression_summary, count_flops, count_params, recovery_epochs
+from tnbench.pipeline.progress import compress_progress
 from tnbench.pipeline.resume import EpochCheckpoint, checkpoint_path, load_state, save_state
-from tnbench.pipeline.trainer import finish_logger, make_logger, make_trainer
+from tnbench.pipeline.trainer import finish_logger, log_curve, make_logger, make_trainer
 from tnbench.reporting.console import console, print_summary, stage_banner
 from tnbench.reporting.records import write_record
 
@@ -64,6 +65,7 @@ class Run:
     record: dict[str, Any] = field(default_factory=dict)
     logger: Any = None
     state: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  # the network, compressed once the compress stage has run
 
     def save_state(self) -> None:
         if is_rank_zero():
@@ -103,7 +105,7 @@ def fit(run: Run, module: Classifier, dm: InMemoryDataModule, stage: str, epochs
     Every epoch ends with a checkpoint; if one is left from a killed attempt, training
     resumes from it."""
     module.for_stage(stage, optim_cfg, epochs)
-    module.history = []
+    module.history, module.curve = [], []
     ckpt = checkpoint_path(run.run_dir, stage)
     trainer = make_trainer(run.cfg, epochs=epochs, logger=run.logger, run_dir=run.run_dir,
                            callbacks=[*(callbacks or []), EpochCheckpoint(ckpt, stage)])
@@ -154,11 +156,18 @@ def pretrain(run: Run, module: Classifier, dm: InMemoryDataModule) -> None:
                 load_into(module.model, entry, weights)
                 rec["pretrain_cache_hit"] = True
                 console.print(f"pretrained model from cache: {weights}")
+                meta = entry.get("meta") or {}  # entries written before the curve was kept have none
+                if "history" in meta:
+                    rec["pretrain_history"] = meta["history"]
+                    module.epochs_done["pretrain"] = len(meta["history"])
+                log_curve(run.logger, "pretrain", meta.get("curve") or [])
             else:
                 rec["pretrain_history"] = fit(run, module, dm, "pretrain", cfg.pipeline.pretrain_epochs,
                                               cfg.pipeline.pretrain_optimizer)
                 if is_rank_zero():
-                    save_checkpoint(weights, module.model.state_dict(), {"spec": pretrain_spec(cfg), "key": key})
+                    save_checkpoint(weights, module.model.state_dict(), {"spec": pretrain_spec(cfg), "key": key,
+                                                                         "history": rec["pretrain_history"],
+                                                                         "curve": module.curve})
         rec["pretrain_checkpoint"] = str(weights)
     rec["time_pretrain_s"] = time.perf_counter() - t0
     rec["acc_pretrain"] = evaluate(run, module, dm, "pretrain")
@@ -171,13 +180,14 @@ def pretrain(run: Run, module: Classifier, dm: InMemoryDataModule) -> None:
 
 
 def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, input_shape: tuple[int, ...]) -> None:
-    rec = run.record
+    cfg, rec = run.cfg, run.record
     run.stage("compress")
     model = module.model
     rec["params_dense"] = count_params(model)
     rec["flops_dense"] = count_flops(model, input_shape)
     t0 = time.perf_counter()
-    layers = [r.as_dict() for r in method.compress(model)]
+    with compress_progress(enabled=cfg.trainer.progress and is_rank_zero()):
+        layers = [r.as_dict() for r in method.compress(model)]
     rec["time_compress_s"] = time.perf_counter() - t0
     for p in model.parameters():
         if not torch.isfinite(p).all():
@@ -217,6 +227,11 @@ def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, i
 
 def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run one experiment and write its record; exceptions propagate after the record is written."""
+    return execute(cfg, run_dir).record
+
+
+def execute(cfg: DictConfig, run_dir: Path) -> Run:
+    """`run_pipeline`, returning the whole Run (record and compressed model: tnbench.api)."""
     run_dir = Path(run_dir)
     run = Run(cfg, run_dir, base_record(cfg), state=load_state(run_dir))
     rec = run.record
@@ -236,6 +251,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         model = build_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
                             num_classes=data.num_classes, **cfg.model.options)
+        run.model = model
         module = Classifier(model, data.num_classes, channels_last=cfg.trainer.channels_last, seed=cfg.seed,
                             gradient_clip_val=cfg.trainer.gradient_clip_val)
         dm = InMemoryDataModule(data, batch_size=cfg.dataset.batch_size, eval_batch_size=cfg.dataset.eval_batch_size,
@@ -269,4 +285,4 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             finish_logger(run.logger, rec)
     if is_rank_zero():
         print_summary(rec, str(run_dir))
-    return rec
+    return run

@@ -1,4 +1,9 @@
-"""Lightning plumbing built from config: one Trainer per stage, one logger per run."""
+"""Lightning plumbing built from config: one Trainer per stage, one logger per run.
+
+W&B: each stage is plotted against its own axis (`<stage>/epoch`, `<stage>/step`, logged by
+the Classifier and declared with `wandb.define_metric`), since every stage has a Trainer of
+its own whose epoch and global step start again from 0.
+"""
 from __future__ import annotations
 
 import logging
@@ -9,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+
+from tnbench.pipeline.progress import TrainingProgress
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +32,27 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 
+STAGES = ("pretrain", "compress", "retrain")
+LOG_EVERY_N_STEPS = 50
+
+
+class LogInterval(L.Callback):
+    """Per-step curves every 50 steps, or once an epoch when an epoch is shorter (a small
+    subset): Lightning warns, rightly, when the interval is longer than an epoch."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        batches = len(trainer.datamodule.train_dataloader()) if trainer.datamodule is not None else LOG_EVERY_N_STEPS
+        limit = trainer.limit_train_batches
+        batches = min(batches, int(limit)) if isinstance(limit, int) else int(batches * (limit or 1.0))
+        trainer.log_every_n_steps = max(1, min(LOG_EVERY_N_STEPS, batches))
+
+
 def make_trainer(cfg: DictConfig, epochs: int, logger: Any, run_dir: Path,
                  callbacks: list[Any] | None = None) -> L.Trainer:
     t = cfg.trainer
-    cbs = list(callbacks or [])
+    cbs = [*(callbacks or []), LogInterval()]
     if t.progress:
-        cbs.append(RichProgressBar(leave=True))
+        cbs.append(TrainingProgress())
     kwargs: dict[str, Any] = {}
     if t.limit_train_batches is not None:
         kwargs["limit_train_batches"] = t.limit_train_batches
@@ -41,7 +63,7 @@ def make_trainer(cfg: DictConfig, epochs: int, logger: Any, run_dir: Path,
         precision=t.precision, max_epochs=epochs, logger=logger if logger is not None else False,
         callbacks=cbs, enable_progress_bar=t.progress, enable_checkpointing=False, enable_model_summary=False,
         num_sanity_val_steps=0, default_root_dir=str(run_dir), deterministic=t.deterministic,
-        log_every_n_steps=50, **kwargs,
+        log_every_n_steps=LOG_EVERY_N_STEPS, **kwargs,
     )
 
 
@@ -60,32 +82,99 @@ def make_logger(cfg: DictConfig, run_dir: Path, record: dict[str, Any], resume_i
         from lightning.pytorch.loggers import CSVLogger
 
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
-    from lightning.pytorch.loggers import WandbLogger
+    record["wandb_dir"] = str(run_dir / "wandb")
+    experiment = None
+    if rank_zero_only.rank == 0:  # the W&B run lives on rank 0 only
+        experiment = start_wandb_run(cfg, run_dir, resume_id)
+        record["wandb_run_id"] = experiment.id
+    return StageWandbLogger(project=cfg.logger.project, save_dir=str(run_dir), experiment=experiment)
 
+
+def start_wandb_run(cfg: DictConfig, run_dir: Path, resume_id: str | None = None) -> Any:
+    """The job's W&B run, started here rather than by Lightning's WandbLogger, which passes
+    `anonymous=None` (W&B then warns that the setting has no effect) and plots every metric
+    against its `trainer/global_step`. Quiet unless WANDB_QUIET / WANDB_SILENT say otherwise:
+    three lines when it starts, no summary block at the end (the console summary has it)."""
+    import wandb
+
+    lg = cfg.logger
     tags = [cfg.method.name, cfg.model.name, cfg.dataset.name, *lg.tags]
     if cfg.method.get("paper"):
         tags.append(cfg.method.paper)
-    group = lg.group or cfg.get("experiment_name") or f"{cfg.model.name}-{cfg.dataset.name}"
-    logger = WandbLogger(
-        project=lg.project, entity=lg.entity, name=run_name(cfg), group=group, tags=tags,
-        save_dir=str(run_dir), mode=os.environ.get("WANDB_MODE", lg.mode), job_type="pipeline",
+    quiet = {} if {"WANDB_QUIET", "WANDB_SILENT"} & set(os.environ) else {"quiet": True}
+    kwargs = dict(
+        # under a sweep agent the sweep's project is used (W&B warns about any other)
+        project=None if os.environ.get("WANDB_SWEEP_ID") else lg.project,
+        entity=lg.entity, name=run_name(cfg), tags=tags, dir=str(run_dir),
+        group=lg.group or cfg.get("experiment_name") or f"{cfg.model.name}-{cfg.dataset.name}",
+        mode=os.environ.get("WANDB_MODE", lg.mode), job_type="pipeline", settings=wandb.Settings(**quiet),
         config=OmegaConf.to_container(cfg, resolve=True),
         # a resumed run continues the same W&B run
         **({"id": resume_id, "resume": "allow"} if resume_id else {}),
     )
-    record["wandb_dir"] = str(run_dir / "wandb")
-    if rank_zero_only.rank == 0:
-        # Starts the W&B run now, on rank 0 only. After a kill, the dead attempt's W&B service
-        # can hold the run id for a few seconds ("run ID ... is in use"): wait for it.
-        for attempt in range(60):
-            try:
-                record["wandb_run_id"] = logger.experiment.id
-                break
-            except Exception as e:
-                if "in use" not in str(e) or attempt == 59:
-                    raise
-                time.sleep(1.0)
-    return logger
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    # After a kill, the dead attempt's W&B service can hold the run id for a few seconds
+    # ("run ID ... is in use"): wait for it.
+    for attempt in range(60):
+        try:
+            run = wandb.init(**kwargs)
+            break
+        except Exception as e:
+            if "in use" not in str(e) or attempt == 59:
+                raise
+            time.sleep(1.0)
+    define_stage_axes(run)
+    return run
+
+
+def define_stage_axes(run: Any) -> None:
+    """Plot each stage's metrics against its own epoch (per-step metrics against its step), so
+    every per-epoch curve runs left to right once."""
+    for stage in STAGES:
+        run.define_metric(f"{stage}/epoch")
+        run.define_metric(f"{stage}/step")
+        run.define_metric(f"{stage}/*", step_metric=f"{stage}/epoch", step_sync=True)
+        run.define_metric(f"{stage}/train_loss_step", step_metric=f"{stage}/step", step_sync=True)
+
+
+class StageWandbLogger(WandbLogger):
+    """Lightning's W&B logger without the Trainer's own axes (`epoch`, `trainer/global_step`),
+    which restart with every stage: rows carry their stage's axis instead (the Classifier)."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+        row = {k: v for k, v in metrics.items() if k != "epoch"}
+        if row:
+            self.experiment.log(row)
+
+
+def log_curve(logger: Any, stage: str, rows: list[dict[str, Any]]) -> None:
+    """Log per-epoch rows (`{"epoch": n, metric: value, ...}`) of a stage that did not run in
+    this job: the pretrain curve on a pretrain-cache hit, a finished record's curves."""
+    if logger is None:
+        return
+    for row in rows:
+        logger.log_metrics({f"{stage}/{k}": v for k, v in row.items()})
+
+
+def log_finished_record(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
+    """A W&B run for a job whose record says it is done: a W&B sweep agent starts a run for every
+    job and shows one that ends without it as crashed. The run gets the record's test-accuracy
+    curves and its summary, like the run that made the record."""
+    if cfg.logger.name != "wandb":
+        return
+    try:
+        logger = StageWandbLogger(project=cfg.logger.project, save_dir=str(run_dir),
+                                  experiment=start_wandb_run(cfg, run_dir))
+    except Exception as e:  # the job is done all the same
+        log.warning("could not start a W&B run for the finished record: %s", e)
+        return
+    curve = lambda accs: [{"epoch": i + 1, "val_acc": a} for i, a in enumerate(accs or [])]
+    log_curve(logger, "pretrain", curve(record.get("pretrain_history")))
+    if record.get("acc_compressed") is not None:
+        log_curve(logger, "compress", [{"epoch": 0, "val_acc": record["acc_compressed"]}])
+    log_curve(logger, "retrain", curve(record.get("retrain_history")))
+    finish_logger(logger, {**record, "status": record.get("status", "ok")})
 
 
 def finish_logger(logger: Any, rec: dict[str, Any]) -> None:
@@ -94,8 +183,6 @@ def finish_logger(logger: Any, rec: dict[str, Any]) -> None:
     if logger is None:
         return
     try:
-        from lightning.pytorch.loggers import WandbLogger
-
         from tnbench.reporting.schema import RUN, view
 
         if isinstance(logger, WandbLogger):

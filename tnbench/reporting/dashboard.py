@@ -78,8 +78,8 @@ def sections() -> list[Section]:
             Panel("scatter", "accuracy right after compression vs norm loss", x="norm_loss_mean", y=["acc_compressed"]),
         ]),
         Section("By method", [
-            Panel("line", "retraining: test accuracy per epoch", x="epoch", y=["retrain/val_acc"], groupby=method),
-            Panel("line", "pretraining: test accuracy per epoch", x="epoch", y=["pretrain/val_acc"], groupby=method),
+            Panel("line", "retraining: test accuracy per epoch", x="retrain/epoch", y=["retrain/val_acc"], groupby=method),
+            Panel("line", "pretraining: test accuracy per epoch", x="pretrain/epoch", y=["pretrain/val_acc"], groupby=method),
             Panel("bar", "test accuracy after compression", y=["compress/val_acc"], groupby=method),
             Panel("bar", "accuracy: pretrained, compressed, retrained", y=["acc_pretrain", "acc_compressed",
                                                                             "acc_retrained"], groupby=method),
@@ -138,7 +138,8 @@ def build_workspace(entity: str, project: str, name: str, experiment: str | None
             groupby=[ws.Config(GROUPINGS["method"]), ws.Config(GROUPINGS["model"]), ws.Config(GROUPINGS["dataset"])],
             pinned_columns=[f"summary:{k}" for k in SUMMARY],
         ),
-        settings=ws.WorkspaceSettings(x_axis="epoch"),
+        # W&B's default x-axis: each stage has its own (`<stage>/epoch`), named by the per-epoch panels
+        settings=ws.WorkspaceSettings(x_axis="Step"),
     )
 
 
