@@ -27,7 +27,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 QUICK = ["dataset=synthetic", "trainer.progress=false", "pipeline.pretrain_epochs=1",
          "pipeline.retrain_epochs=1", "dataset.train_size=1024", "dataset.test_size=256"]
 
-# The compressible layers of LeNet-5 (and of its DLRT variant) but the classifier's last.
+# The layers of LeNet-5's DLRT variant (model=lenet5_dlrt) that DLRT / TDLRT compress: all but the last.
 LENET_LAYERS = ["features.0", "features.3", "classifier.0"]
 
 # (stride, padding, dilation, kernel size) the factorized conv layers are checked on
