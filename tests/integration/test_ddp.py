@@ -1,9 +1,12 @@
 """DDP on CPU with two processes."""
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import QUICK, records, run_cli
 
 
+@pytest.mark.slow
 def test_ddp_on_cpu_with_two_processes_writes_one_record(tmp_path):
     r = run_cli(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
                  *QUICK, "logger=wandb"], tmp_path)

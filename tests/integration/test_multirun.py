@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from tests.conftest import QUICK, records, run_cli
 
 
+@pytest.mark.slow
 def test_multirun_one_record_per_job_and_results_table(tmp_path):
     r = run_cli(["-m", "method=none,svd", "method.rank=4,8", *QUICK, "logger=none"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]

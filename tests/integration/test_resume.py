@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import records, run_cli
 
 ARGS = ["dataset=synthetic", "trainer.progress=false", "dataset.train_size=1024", "dataset.test_size=256",
@@ -22,6 +24,7 @@ def record(results: Path) -> dict:
     return rec
 
 
+@pytest.mark.slow
 def test_sigkill_in_every_stage_then_resume_gives_the_uninterrupted_record(tmp_path):
     # A W&B service started by this (parent) process is advertised to children in WANDB_SERVICE;
     # a killed child's run would stay "in use" there. tnbench must start its own service.
@@ -56,6 +59,7 @@ def test_sigkill_in_every_stage_then_resume_gives_the_uninterrupted_record(tmp_p
     assert record(work / "results")["attempt"] == len(faults) + 1
 
 
+@pytest.mark.slow
 def test_four_parallel_jobs_share_one_pretraining(tmp_path):
     r = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "method=svd", "method.rank=2,3,4,5",
                  *[a for a in ARGS if not a.startswith(("method.rank", "logger"))], "logger=none",
