@@ -52,9 +52,10 @@ def entries(group: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def schema_of(group: str, name: str) -> type:
+    section = OmegaConf.create({"name": name})
     if group == "method":
-        return METHODS.get(name).config_class
-    return dataset_config_class(name)
+        return METHODS.resolve(section).config_class
+    return dataset_config_class(section)
 
 
 BASE = {"method": MethodConfig, "dataset": DatasetConfig}
