@@ -105,6 +105,17 @@ def random_conv(stride, padding, dilation, kernel, cin=4, cout=6, bias=True):
     return nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation, bias=bias).double()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Benchmarks run only when asked for (`-m bench`): pyproject's addopts deselects them with
+    `-m 'not bench'`, but a `-m` on the command line (`-m "not slow"`) replaces that one."""
+    if "bench" in (config.getoption("markexpr") or ""):
+        return
+    benches = [item for item in items if item.get_closest_marker("bench")]
+    if benches:
+        config.hook.pytest_deselected(items=benches)
+        items[:] = [item for item in items if not item.get_closest_marker("bench")]
+
+
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """Thousands of tiny contractions: extra intra-op threads only add overhead (and on a busy
