@@ -7,19 +7,14 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO, compose
 
 
 def _compose(overrides: list[str]) -> DictConfig:
     """The real tnbench config, composed the way the CLI composes it (schema + conf/ + overrides)."""
-    from hydra import compose, initialize_config_dir
-
     from tnbench.config import validate
-    from tnbench.pipeline.configstore import register_configs
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose(overrides)
     validate(cfg)
     return cfg
 

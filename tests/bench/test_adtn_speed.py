@@ -45,6 +45,7 @@ import pytest
 
 pytestmark = pytest.mark.bench
 
+# not tests.conftest.REPO: this file also runs as a script (run_point), without the repository on sys.path
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "results" / "bench"
 COMMAND = '.venv/bin/python -m pytest -m bench tests/bench/test_adtn_speed.py -o addopts=""'

@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.conftest import REPO
+
 # pyproject's 600 s per-test timeout is for the test suite; on a loaded 2-CPU machine the nine timed
 # epochs (plus warm-ups) can take longer than that, so the benchmark gets a generous cap of its own.
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(3600)]
@@ -54,7 +56,6 @@ COMMANDS = {
     "make": "make bench",
     "pytest": '.venv/bin/python -m pytest -m bench tests/bench/test_train_epoch.py -o addopts=""',
 }
-REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO / "data"
 OVERRIDES = [
     "dataset=fashion_mnist",

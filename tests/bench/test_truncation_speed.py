@@ -27,14 +27,14 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
+from tests.conftest import REPO
+
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(3600)]
 
-REPO = Path(__file__).resolve().parents[2]
 COMMAND = '.venv/bin/python -m pytest -q -m bench tests/bench/test_truncation_speed.py -o addopts=""'
 CUTS = ("out", "in", "out_in", "out_kh")
 NORM_LOSSES = (0.1, 0.3, 0.5)

@@ -36,16 +36,16 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from tests.conftest import REPO
+
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(3600)]
 
 ROUNDS = int(os.environ.get("TNBENCH_BENCH_ROUNDS", "3"))
-REPO = Path(__file__).resolve().parents[2]
 COMMAND = '.venv/bin/python -m pytest -q -m bench tests/bench/test_tucker_adaptive_epoch.py -o addopts=""'
 OVERRIDES = [
     "dataset=fashion_mnist", "model=lenet5_dlrt", "method=tucker_adaptive", "trainer=cpu", "logger=none",

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import tnbench
-from tests.conftest import QUICK
+from tests.conftest import QUICK, read_record
 from tnbench.errors import ConfigError
 
 
@@ -38,7 +38,7 @@ def test_run_returns_the_record_and_the_compressed_model(tmp_path):
     overrides = [*QUICK, "logger=none", "method.rank=4", f"paths.results_dir={tmp_path}"]
     result = tnbench.run(overrides=overrides)
     assert result.status == "ok"
-    assert json.loads((result.run_dir / "record.json").read_text()) == json.loads(json.dumps(result.record))
+    assert read_record(result.run_dir) == json.loads(json.dumps(result.record))
     assert isinstance(result.model, nn.Module) and isinstance(result.model.classifier[0], LowRankLinear)
     assert sum(p.numel() for p in result.model.parameters()) == result.record["params_compressed"]
     # a composed, edited config; run again in the same run dir (a finished record is replaced)

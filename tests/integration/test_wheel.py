@@ -7,7 +7,6 @@ except tnbench's own (editable) install, so the tnbench that runs is the wheel's
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, records
 
 pytestmark = pytest.mark.slow
 
@@ -90,8 +89,7 @@ def test_wheel_installed_in_a_fresh_venv_runs_a_job_from_another_directory(tmp_p
     job = subprocess.run([str(venv / "bin" / "tnbench"), *JOB], cwd=elsewhere, env=env, capture_output=True,
                          text=True, timeout=600)
     assert job.returncode == 0, job.stderr[-3000:]
-    (record,) = elsewhere.glob("results/runs/*/record.json")
-    rec = json.loads(record.read_text())
+    (rec,) = records(elsewhere / "results" / "runs")
     assert rec["status"] == "ok" and (rec["dataset"], rec["model"], rec["method"]) == ("synthetic", "lenet5", "svd")
     assert rec["num_train"] == 256 and rec["compression_ratio"] > 1
     # `python -m tnbench` (configs found next to the installed module) composes the same config

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import read_record, run_cli
 from tnbench.reporting.wandb_offline import _payloads, read_run
 
 pytestmark = pytest.mark.slow
@@ -92,7 +92,7 @@ def test_each_stage_has_its_own_monotone_axis(jobs):
 
 def test_pretrain_curve_is_logged_on_a_cache_hit(jobs):
     cwd = jobs[0]
-    trained, cached = (json.loads((run_dir(cwd, r) / "record.json").read_text()) for r in (4, 2))
+    trained, cached = (read_record(run_dir(cwd, r)) for r in (4, 2))
     assert not trained["pretrain_cache_hit"] and cached["pretrain_cache_hit"]
     assert cached["pretrain_history"] == trained["pretrain_history"] and len(trained["pretrain_history"]) == 2
     curves = []
@@ -112,7 +112,7 @@ def test_a_job_found_done_under_a_sweep_agent_logs_its_record(jobs):
     cwd, again = jobs[0], jobs[3]
     run = run_dir(cwd, 4)
     assert "already done" in again.stderr
-    rec = json.loads((run / "record.json").read_text())
+    rec = read_record(run)
     first, logged = wandb_runs(run)
     assert first.name != logged.name
     wb = read_run(logged)

@@ -1,90 +1,16 @@
-"""The paper comparison report: a real multirun through the CLI, the report command, its tables
-and figures, and the page as headless Chromium renders it; the published-vs-measured matching
-on hand-made records; the W&B workspace definition written offline."""
+"""The paper comparison report (tnbench.reporting.comparison, .reference) on hand-made records."""
 from __future__ import annotations
 
 import copy
-import json
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
-import matplotlib.image as mpimg
-import numpy as np
 import pandas as pd
 import pytest
-from conftest import QUICK, REPO, run_cli
 
+from tests.conftest import REPO, run_cli
 from tnbench.reporting.comparison import build_report, compression_band
 from tnbench.reporting.records import write_record
 from tnbench.reporting.reference import parse_conditions
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=180)
-
-
-@pytest.mark.slow
-def test_multirun_then_report_tables_figures_and_page(tmp_path):
-    r = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "method=none,svd", "method.rank=2,4",
-                 *QUICK, "logger=none"], tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    runs = tmp_path / "results" / "runs"
-    (runs / "broken").mkdir()
-    (runs / "broken" / "record.json").write_text("{not json")  # reported and skipped
-    out = tmp_path / "report"
-    r = run_cli(["--runs", str(runs), "--out", str(out), "--reference", str(REPO / "results" / "reference"),
-                 "--bench", str(tmp_path / "no-bench")], tmp_path, module="tnbench.report")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "skipped unreadable record" in r.stderr and "broken" in r.stderr
-
-    table = pd.read_csv(out / "runs.csv")
-    assert len(table) == 4
-    assert sorted(zip(table["method"], table["setting"])) == [
-        ("none", "rank=2"), ("none", "rank=4"), ("svd", "rank=2 skip_if_larger=True"), ("svd", "rank=4 skip_if_larger=True")]
-    assert (table["status"] == "ok").all()
-    summary = pd.read_csv(out / "summary.csv")
-    assert set(summary["method"]) == {"none", "svd"} and summary["runs"].sum() == 4
-    assert summary.loc[summary.method == "none", "compression_band"].tolist() == ["1x (dense)"]
-    assert (out / "summary.md").read_text().startswith("| dataset")
-    comparison = pd.read_csv(out / "reference_comparison.csv")
-    assert len(comparison) > 0 and set(comparison["status"]) <= {"not run", "no published value"}
-
-    assert (out / "plots" / "acc_vs_compression_synthetic_lenet5.png").stat().st_size > 10_000
-    assert (out / "plots" / "recovery_epochs.png").stat().st_size > 5_000
-    page = (out / "report.html").read_text()
-    images = re.findall(r'<img src="([^"]+)"', page)
-    assert "plots/acc_vs_compression_synthetic_lenet5.png" in images
-    assert all((out / src).is_file() for src in images)  # relative, and there
-    assert "<script" not in page and not re.search(r'(src|href)="(https?:)?//', page)  # nothing from elsewhere
-    assert "Skipped:" in page and "rank_history" in page  # the figures without data are notes
-    assert "broken" in page
-
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium); the page was not rendered")
-    shot = tmp_path / "report.png"
-    url = (out / "report.html").as_uri()
-    r = chromium(["--enable-logging=stderr", "--v=0", f"--screenshot={shot}", "--window-size=1280,2000", url],
-                 tmp_path / "profile")
-    assert r.returncode == 0, r.stderr[-2000:]
-    console_errors = [l for l in r.stderr.splitlines() if "Uncaught" in l or "ERROR:CONSOLE" in l]
-    assert not console_errors, console_errors
-    assert shot.stat().st_size > 20_000
-    pixels = mpimg.imread(shot)[..., :3]
-    assert pixels.std() > 0.05  # not a blank page
-    assert len(np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50  # text, tables, figures
-    dom = chromium(["--dump-dom", url], tmp_path / "profile").stdout
-    assert dom.count("<table") >= 3 and dom.count("<img") == len(images)
-    assert "synthetic" in dom and "svd" in dom
-
-
-# -- the comparison with published numbers, on hand-made records ------------------------------
 
 BASE = {
     "status": "ok", "error": None, "dataset": "mnist", "model": "lenet5_dlrt", "seed": 0, "paper": None,
@@ -198,61 +124,3 @@ def test_compression_bands_and_conditions():
     assert compression_band(0.8) == "0.5-1x" and compression_band(None) is None
     assert parse_conditions("method.tau=0.09 method.layers=[a,b] method.norm_loss<=0.5") == [
         ("method.tau", "=", 0.09), ("method.layers", "=", ["a", "b"]), ("method.norm_loss", "<=", 0.5)]
-
-
-# -- the W&B workspace definition, offline --------------------------------------------------
-
-def test_dashboard_offline_writes_the_workspace_definition(tmp_path):
-    out = tmp_path / "wandb_workspace.json"
-    r = run_cli(["--out", str(out)], tmp_path, module="tnbench.dashboard",
-                env={"WANDB_MODE": "offline", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "no-netrc")})
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "not pushed: WANDB_MODE=offline" in r.stdout
-    d = json.loads(out.read_text())
-    assert d["pushed"] is None and d["project"] == "tnbench"
-    assert d["generator"].startswith("wandb-workspaces")
-    names = [s["name"] for s in d["sections"]]
-    assert names[:2] == ["Accuracy vs compression", "By method"] and {"By model", "By dataset", "By paper"} <= set(names)
-    grouped = {p["groupby"] for s in d["sections"] for p in s["panels"] if p["groupby"]}
-    assert grouped == {"method.name", "model.name", "dataset.name", "method.paper"}
-    shown = {m for s in d["sections"] for p in s["panels"] for m in [*p["y"], p["x"]] if m}
-    assert {"retrain/val_acc", "pretrain/val_acc", "compress/val_acc", "acc_pretrain", "acc_compressed",
-            "acc_retrained", "compression_ratio", "compression_rate", "recovery_epochs", "norm_loss_mean"} <= shown
-    # the library's own view spec: the same sections and panels, grouped in W&B's terms
-    spec = d["workspace"]["spec"]["section"]
-    sections = spec["panelBankConfig"]["sections"]
-    assert [s["name"] for s in sections] == names
-    assert sum(len(s["panels"]) for s in sections) == sum(len(s["panels"]) for s in d["sections"])
-    group_by = {p["config"].get("groupBy") for s in sections for p in s["panels"]} - {None}
-    assert group_by == {"method.value.name", "model.value.name", "dataset.value.name", "method.value.paper"}
-    grouping = spec["runSets"][0]["grouping"]
-    assert [g["name"] for g in grouping] == ["method.value.name", "model.value.name", "dataset.value.name"]
-    assert "summary:acc_retrained" in spec["runSets"][0]["runFeed"]["columnPinned"]
-
-
-def test_dashboard_is_not_pushed_without_an_api_key(tmp_path):
-    r = run_cli(["--out", str(tmp_path / "ws.json"), "--experiment", "compare_lenet5_fmnist"], tmp_path,
-                module="tnbench.dashboard",
-                env={"WANDB_MODE": "online", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "no-netrc")})
-    assert r.returncode == 0, r.stderr[-2000:]
-    d = json.loads((tmp_path / "ws.json").read_text())
-    assert d["pushed"] is None and "no W&B API key" in d["not_pushed_because"]
-    assert d["experiment"] == "compare_lenet5_fmnist"
-    filters = json.dumps(d["workspace"]["spec"]["section"]["runSets"][0]["filters"])
-    assert "compare_lenet5_fmnist" in filters
-
-
-def test_results_table_says_shared_values_once_in_the_title():
-    from tnbench.reporting.console import console, print_table, records_frame
-
-    recs = [{"status": "ok", "dataset": "synthetic", "model": "lenet5", "method": m, "seed": 0, "acc_retrained": a,
-             "config": {"method": {"name": m, "rank": 4}}} for m, a in (("svd", 80.5), ("cp", 70.25))]
-    df = records_frame(recs)
-    with console.capture() as cap:
-        print_table(df, "2 runs", ["status", "dataset", "model", "method", "seed", "acc_retrained"])
-    out = cap.get()
-    title, table = out.split("┏", 1)
-    assert " ".join(title.split()) == "2 runs (status ok, dataset synthetic, model lenet5, seed 0)"
-    header = table.split("┡", 1)[0]
-    assert "method" in header and "acc retrained" in header and "dataset" not in header
-    assert "80.5" in table and "70.25" in table and "svd" in table and "cp" in table

@@ -6,20 +6,25 @@ import json
 import os
 from pathlib import Path
 
-from conftest import run_cli
+import pytest
+
+from tests.conftest import records, run_cli
 
 ARGS = ["dataset=synthetic", "trainer.progress=false", "dataset.train_size=1024", "dataset.test_size=256",
         "pipeline.pretrain_epochs=2", "pipeline.retrain_epochs=3", "method.rank=4", "logger=wandb"]
+
+
 METRICS = ["acc_pretrain", "acc_compressed", "acc_retrained", "acc_retrained_best", "recovery_epochs",
            "pretrain_history", "retrain_history", "params_compressed", "compression_ratio", "norm_loss",
            "flops_compressed", "ranks", "pretrain_cache_hit"]
 
 
 def record(results: Path) -> dict:
-    (path,) = list(results.rglob("record.json"))
-    return json.loads(path.read_text())
+    (rec,) = records(results)
+    return rec
 
 
+@pytest.mark.slow
 def test_sigkill_in_every_stage_then_resume_gives_the_uninterrupted_record(tmp_path):
     # A W&B service started by this (parent) process is advertised to children in WANDB_SERVICE;
     # a killed child's run would stay "in use" there. tnbench must start its own service.
@@ -54,12 +59,13 @@ def test_sigkill_in_every_stage_then_resume_gives_the_uninterrupted_record(tmp_p
     assert record(work / "results")["attempt"] == len(faults) + 1
 
 
+@pytest.mark.slow
 def test_four_parallel_jobs_share_one_pretraining(tmp_path):
     r = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "method=svd", "method.rank=2,3,4,5",
                  *[a for a in ARGS if not a.startswith(("method.rank", "logger"))], "logger=none",
                  "pipeline.retrain_epochs=1"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    recs = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("record.json")]
+    recs = records(tmp_path / "results")
     assert len(recs) == 4 and all(x["status"] == "ok" for x in recs)
     assert sorted(x["pretrain_cache_hit"] for x in recs) == [False, True, True, True]  # trained once
     assert len({x["acc_pretrain"] for x in recs}) == 1

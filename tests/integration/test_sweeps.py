@@ -3,34 +3,26 @@ checks; each W&B sweep file drives the same entry point over the same grid; the 
 presets compose; a sweep file starts a multirun without `-m`."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
 import yaml
-from conftest import CONF, REPO, run_cli
 
+from tests.conftest import CONF, PACKAGE, REPO, compose, records, run_cli
 from tnbench.pipeline.configstore import register_configs
 from tnbench.pipeline.jobs import preflight
 
 register_configs()
 
-SWEEPS = sorted(p.stem for p in (REPO / "tnbench" / "conf" / "sweep").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (PACKAGE / "conf" / "sweep").glob("*.yaml"))
 WANDB_SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
-
-
-def compose_all(overrides: list[str], config_dir: str = CONF):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
 
 
 def hydra_grid(name: str) -> dict[str, list[str]]:
     """The values each key of a Hydra sweep file takes, as strings."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    params = compose_all([f"+sweep={name}"]).hydra.sweeper.params or {}
+    params = compose([f"+sweep={name}"], hydra=True).hydra.sweeper.params or {}
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
     return {o.key_or_group: [str(v) for v in o.sweep_string_iterator()] if o.is_sweep_override()
             else [o.value()] for o in parsed}
@@ -43,7 +35,7 @@ def test_every_sweep_has_a_hydra_and_a_wandb_form():
 
 @pytest.mark.parametrize("name", SWEEPS)
 def test_hydra_sweep_composes_and_every_job_passes_the_checks(name):
-    cfg = compose_all([f"+sweep={name}"])
+    cfg = compose([f"+sweep={name}"], hydra=True)
     assert str(cfg.hydra.mode).endswith("MULTIRUN")
     assert cfg.experiment_name and cfg.hydra.sweeper.params
     assert preflight([f"+sweep={name}"], CONF) is None  # every combination of its grid
@@ -66,7 +58,7 @@ def test_wandb_sweep_runs_the_entry_point_over_the_hydra_grid(name):
 def test_comparison_sweep_names_only_methods_that_exist():
     methods = hydra_grid("compare_lenet5_fmnist")["method"]
     assert methods[:2] == ["none", "svd"]
-    assert all((REPO / "tnbench" / "conf" / "method" / f"{m}.yaml").is_file() for m in methods)
+    assert all((PACKAGE / "conf" / "method" / f"{m}.yaml").is_file() for m in methods)
 
 
 def test_preflight_checks_the_values_a_sweep_file_sets(tmp_path):
@@ -81,16 +73,16 @@ def test_preflight_checks_the_values_a_sweep_file_sets(tmp_path):
 
 
 def test_launcher_presets():
-    joblib = compose_all(["hydra/launcher=joblib"]).hydra.launcher
+    joblib = compose(["hydra/launcher=joblib"], hydra=True).hydra.launcher
     assert joblib._target_.endswith("JoblibLauncher") and joblib.n_jobs == 2
-    assert compose_all(["hydra/launcher=joblib", "hydra.launcher.n_jobs=4"]).hydra.launcher.n_jobs == 4
-    cfg = compose_all(["+launcher=slurm", "hydra.launcher.partition=gpu"])
+    assert compose(["hydra/launcher=joblib", "hydra.launcher.n_jobs=4"], hydra=True).hydra.launcher.n_jobs == 4
+    cfg = compose(["+launcher=slurm", "hydra.launcher.partition=gpu"], hydra=True)
     slurm = cfg.hydra.launcher
     assert slurm._target_.endswith("SlurmLauncher") and slurm.partition == "gpu"
     assert (slurm.timeout_min, slurm.gpus_per_node, slurm.tasks_per_node, slurm.cpus_per_task, slurm.mem_gb) == \
         (240, 1, 1, 8, 32)
     assert cfg.trainer.accelerator == "gpu"
-    cpu = compose_all(["+launcher=slurm_cpu", "+sweep=compare_lenet5_fmnist"])
+    cpu = compose(["+launcher=slurm_cpu", "+sweep=compare_lenet5_fmnist"], hydra=True)
     assert cpu.hydra.launcher.gpus_per_node == 0 and cpu.trainer.accelerator == "cpu"
     assert cpu.hydra.sweeper.params.method.startswith("none,svd")
 
@@ -102,7 +94,7 @@ def test_a_sweep_file_starts_a_multirun_without_dash_m(tmp_path):
     r = run_cli(["+sweep=dlrt_lenet5", "method.tau=0.2,0.4", "dataset=synthetic", "trainer.progress=false",
                  "dataset.train_size=256", "dataset.test_size=128", "pipeline.retrain_epochs=1", "logger=none"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    recs = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").rglob("record.json")]
+    recs = records(tmp_path / "results" / "runs")
     assert sorted(x["config"]["method"]["tau"] for x in recs) == [0.2, 0.4]
     assert all(x["status"] == "ok" and x["experiment"] == "dlrt_lenet5" and x["model"] == "lenet5_dlrt" for x in recs)
     assert all(x["config"]["method"]["layers"] == ["features.0", "features.3", "classifier.0"] for x in recs)

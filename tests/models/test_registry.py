@@ -1,19 +1,28 @@
-"""Every registered model builds and trains one step on each dataset geometry."""
+"""Every registered model (tnbench.models) builds, trains one step on each dataset geometry, runs channels-last;
+bad names and options are one-line errors."""
 from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-from torch.nn import functional as F
+import torch.nn.functional as F
 
 from tnbench.errors import UnknownEntry
 from tnbench.models import MODELS, build_model
 
 MNIST = (1, 28, 10)
+
+
 CIFAR10 = (3, 32, 10)
+
+
 CIFAR100 = (3, 32, 100)
+
+
 SMALL = ["fc2", "lenet5", "lenet5_dlrt", "cnn4"]
+
+
 LARGE = ["vgg16", "resnet50"]
+
 
 CASES = [(m, g) for m in SMALL for g in (MNIST, CIFAR10, CIFAR100)] + [
     ("vgg16", CIFAR10),
@@ -21,10 +30,6 @@ CASES = [(m, g) for m in SMALL for g in (MNIST, CIFAR10, CIFAR100)] + [
     ("vgg16", MNIST),
     ("resnet50", CIFAR10),
 ]
-
-
-def _count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def test_registry_lists_all_models() -> None:
@@ -65,30 +70,6 @@ def test_one_training_step(name: str, geometry: tuple[int, int, int]) -> None:
         assert changed == set(before)
 
 
-def test_lenet5_dlrt_weight_count() -> None:
-    model = build_model("lenet5_dlrt", in_channels=1, image_size=28, num_classes=10)
-    weights = sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight"))
-    assert weights == 430_500
-
-
-def test_lenet5_flatten_size_follows_image_size() -> None:
-    for size in (28, 32, 40, 64):
-        model = build_model("lenet5", in_channels=3, image_size=size, num_classes=10)
-        assert model(torch.randn(1, 3, size, size)).shape == (1, 10)
-
-
-def test_vgg16_parameter_count() -> None:
-    model = build_model("vgg16", in_channels=3, image_size=32, num_classes=10)
-    assert _count(model) == pytest.approx(15e6, rel=0.10)
-
-
-def test_resnet50_parameter_count_and_stem() -> None:
-    model = build_model("resnet50", in_channels=3, image_size=32, num_classes=10)
-    assert _count(model) == pytest.approx(23.5e6, rel=0.05)
-    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
-    assert isinstance(model.maxpool, nn.Identity)
-
-
 def test_unknown_model_lists_allowed_names() -> None:
     with pytest.raises(UnknownEntry) as info:
         build_model("alexnet", in_channels=3, image_size=32, num_classes=10)
@@ -110,11 +91,6 @@ def test_bad_option_is_one_line_value_error(name: str, options: dict) -> None:
     with pytest.raises(ValueError) as info:
         build_model(name, in_channels=1, image_size=28, num_classes=10, **options)
     assert "\n" not in str(info.value)
-
-
-def test_image_too_small_for_lenet() -> None:
-    with pytest.raises(ValueError, match="too small"):
-        build_model("lenet5_dlrt", in_channels=1, image_size=8, num_classes=10)
 
 
 @pytest.mark.parametrize("name", SMALL + LARGE)

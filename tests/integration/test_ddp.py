@@ -1,0 +1,16 @@
+"""DDP on CPU with two processes."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import QUICK, records, run_cli
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_with_two_processes_writes_one_record(tmp_path):
+    r = run_cli(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+                 *QUICK, "logger=wandb"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (rec,) = records(tmp_path / "results")
+    assert rec["status"] == "ok" and rec["config"]["trainer"]["strategy"] == "ddp"
+    assert len(list((tmp_path / "results").rglob("run-*.wandb"))) == 1  # rank 0 alone logs

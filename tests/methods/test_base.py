@@ -1,0 +1,85 @@
+"""What every method shares (tnbench.methods.base): which layers a `method.layers` value selects,
+and replace_module, which swaps a layer in the model's memory format."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tests.conftest import raises_one_line
+from tnbench.layers.tucker import CONV_MODES
+from tnbench.methods.base import check_modes, replace_module, select_conv_layers, select_layers
+from tnbench.models import build_model
+
+LENET5 = ["features.0", "features.3", "classifier.0", "classifier.2", "classifier.4"]
+
+
+def lenet5() -> nn.Module:
+    return build_model("lenet5", in_channels=1, image_size=28, num_classes=10)
+
+
+def three_convs() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3), nn.Flatten(),
+                         nn.LazyLinear(10))
+
+
+def names(selected) -> list[str]:
+    return [n for n, _ in selected]
+
+
+def test_select_layers_presets_and_names():
+    model = lenet5()
+    assert names(select_layers(model, "all")) == LENET5
+    assert names(select_layers(model, "all_but_first_last")) == LENET5[1:-1]  # input and classifier stay dense
+    assert names(select_layers(model, ["classifier.2", "features.0"])) == ["classifier.2", "features.0"]  # as named
+    assert names(select_layers(model, "features.3")) == ["features.3"]
+    (name, layer), = select_layers(model, ["classifier.0"])
+    assert layer is model.get_submodule(name)
+
+
+@pytest.mark.parametrize("spec,match", [
+    (["features.0", "conv9", "flatten"], "method.layers names unknown layer.s. conv9, flatten; allowed: all, "
+                                         "all_but_first_last, or names among features.0, features.3, classifier.0"),
+    ("middle", "method.layers names unknown layer.s. middle"),
+    (3, "method.layers must be all, all_but_first_last or a list of names; got 3"),
+])
+def test_select_layers_rejects_what_is_not_a_layer_in_one_line(spec, match):
+    with raises_one_line(match):
+        select_layers(lenet5(), spec)
+
+
+def test_conv_selection_depth_presets_and_linear_layers():
+    model = three_convs()
+    assert names(select_conv_layers(model, "shallow", include_linear=False)) == ["0", "2"]  # the middle conv too
+    assert names(select_conv_layers(model, "deep", include_linear=False)) == ["3"]
+    assert names(select_conv_layers(model, "all", include_linear=False)) == ["0", "2", "3"]
+    assert names(select_conv_layers(model, "all", include_linear=True)) == ["0", "2", "3", "5"]
+    assert names(select_conv_layers(model, "all_but_first_last", include_linear=False)) == ["2", "3"]
+    assert names(select_conv_layers(model, ["5"], include_linear=False)) == ["5"]  # named: taken as named
+    fc2 = build_model("fc2", in_channels=1, image_size=28, num_classes=10)
+    with raises_one_line("method.layers=deep selects no conv layer in this model .0 convs."):
+        select_conv_layers(fc2, "deep", include_linear=True)
+
+
+def test_check_modes_orders_and_rejects():
+    assert check_modes(["in", "out"], CONV_MODES, "method.modes") == ["out", "in"]
+    for bad in (["out", "depth"], ["out", "out"], []):
+        with raises_one_line("method.modes must be distinct names among out, in, kh, kw"):
+            check_modes(bad, CONV_MODES, "method.modes")
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_replace_module_puts_the_layer_in_place_in_the_models_memory_format(channels_last):
+    torch.manual_seed(0)
+    model = lenet5()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    new = nn.Conv2d(6, 16, 5)
+    replace_module(model, "features.3", new)
+    assert model.features[3] is new
+    assert new.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert new.weight.is_contiguous() != channels_last
+    replace_module(model, "classifier.0", lin := nn.Linear(400, 120))
+    assert model.classifier[0] is lin
+    x = torch.randn(2, 1, 28, 28)
+    assert model(x.to(memory_format=torch.channels_last) if channels_last else x).shape == (2, 10)

@@ -1,0 +1,41 @@
+"""`method=dlrt`: rank-adaptive matrix low-rank training."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import LENET_LAYERS, method_cfg, raises_one_line
+from tnbench.layers.tucker import TuckerLinear, USVConv2d
+from tnbench.methods import build_method
+from tnbench.methods.families.integrator import RankAdaptiveIntegrator
+from tnbench.models import build_model
+
+
+@pytest.mark.parametrize("name,kw,match", [
+    ("dlrt", {"tau": 1.5}, "method.tau must be in"),
+    ("dlrt", {"r_min": 10, "r_max": 5}, "method.r_min .10. must be <= method.r_max"),
+])
+def test_bad_settings_are_one_line_config_errors(name, kw, match):
+    with raises_one_line(match):
+        method = build_method(method_cfg(name, layers=LENET_LAYERS[1:], **kw))
+        method.compress(build_model("lenet5_dlrt", in_channels=1, image_size=28, num_classes=10))
+
+
+def test_dlrt_factors_each_layer_as_usv_at_one_rank_by_truncated_svd():
+    """Convs matricized OUT x (IN*KH*KW) as USVConv2d, Linear layers as TuckerLinear, one rank per
+    layer (rank_init 0.5: half the smaller side), bases frozen for the integrator."""
+    torch.manual_seed(0)
+    model = build_model("lenet5_dlrt", in_channels=1, image_size=28, num_classes=10).double()
+    dense = {n: model.get_submodule(n).weight.detach().clone() for n in LENET_LAYERS}
+    method = build_method(method_cfg("dlrt", layers=LENET_LAYERS, rank_init=0.5))
+    reports = method.compress(model)
+    assert [type(model.get_submodule(n)) for n in LENET_LAYERS] == [USVConv2d, USVConv2d, TuckerLinear]
+    assert [r.ranks for r in reports] == [[10], [25], [250]]  # 20x25, 50x500, 500x800
+    for (name, layer), r in zip(method.layers, reports):
+        assert layer.ranks() == r.ranks * 2
+        assert not any(layer.factor(mode).requires_grad for mode in layer.modes)
+        s = torch.linalg.svdvals(dense[name].reshape(dense[name].shape[0], -1))
+        rank = r.ranks[0]
+        assert r.relative_error == pytest.approx(float(s[rank:].norm() / s.norm()), rel=1e-8)  # Eckart-Young
+        assert r.weight_params_compressed == layer.weight_params()
+    assert [type(c) for c in method.callbacks()] == [RankAdaptiveIntegrator]

@@ -1,0 +1,68 @@
+"""The Lightning module (tnbench.pipeline.classifier) under the real trainer: gradient clipping, LR schedule."""
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from tests.conftest import QUICK, compose
+
+
+def test_gradient_clip_val_bounds_every_update(tmp_path):
+    """trainer.gradient_clip_val clips the global gradient norm before each (manual) optimizer step."""
+    from torch.nn.utils import parameters_to_vector
+
+    from tnbench.data.module import InMemoryDataModule
+    from tnbench.models import build_model
+    from tnbench.pipeline.classifier import Classifier
+    from tnbench.pipeline.stages import load_dataset
+    from tnbench.pipeline.trainer import make_trainer
+
+    opt = "pipeline.pretrain_optimizer"
+    cfg = compose([*QUICK, "dataset.batch_size=1024", "trainer.limit_val_batches=0", f"{opt}.name=sgd",
+                   f"{opt}.lr=1.0", f"{opt}.momentum=0", f"{opt}.weight_decay=0", f"{opt}.schedule=constant"])
+    data = load_dataset(cfg)
+    change = {}
+    for clip in (None, 1e-3):
+        torch.manual_seed(0)
+        model = build_model("lenet5", in_channels=data.in_channels, image_size=data.image_size,
+                            num_classes=data.num_classes)
+        before = parameters_to_vector(model.parameters()).detach().clone()
+        module = Classifier(model, data.num_classes, gradient_clip_val=clip).for_stage("pretrain", cfg.pipeline.pretrain_optimizer, 1)
+        dm = InMemoryDataModule(data, batch_size=cfg.dataset.batch_size, eval_batch_size=cfg.dataset.eval_batch_size)
+        make_trainer(cfg, epochs=1, logger=None, run_dir=tmp_path / str(clip)).fit(module, datamodule=dm)
+        assert module.global_step == 1
+        change[clip] = float((parameters_to_vector(model.parameters()).detach() - before).norm())
+    assert change[None] > 0.01  # one SGD step at lr 1 with the raw gradient
+    assert change[1e-3] == pytest.approx(1e-3, rel=1e-3)  # lr * clipped gradient norm
+
+
+def test_learning_rate_follows_the_epoch_schedule(tmp_path):
+    """Cosine over 3 epochs: each epoch trains at lr0 * (1 + cos(pi * e / 3)) / 2."""
+
+    from tnbench.data.module import InMemoryDataModule
+    from tnbench.models import build_model
+    from tnbench.pipeline.classifier import Classifier
+    from tnbench.pipeline.stages import load_dataset
+    from tnbench.pipeline.trainer import make_trainer
+
+    class Rates(L.Callback):
+        def __init__(self):
+            self.seen = {}
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.seen.setdefault(trainer.current_epoch, set()).add(trainer.optimizers[0].param_groups[0]["lr"])
+
+    cfg = compose([*QUICK, "trainer.limit_val_batches=0", "pipeline.pretrain_optimizer.lr=0.1",
+                   "pipeline.pretrain_optimizer.schedule=cosine"])
+    data = load_dataset(cfg)
+    model = build_model("lenet5", in_channels=data.in_channels, image_size=data.image_size, num_classes=data.num_classes)
+    module = Classifier(model, data.num_classes).for_stage("pretrain", cfg.pipeline.pretrain_optimizer, 3)
+    rates = Rates()
+    make_trainer(cfg, epochs=3, logger=None, run_dir=tmp_path, callbacks=[rates]).fit(
+        module, datamodule=InMemoryDataModule(data, batch_size=cfg.dataset.batch_size))
+    assert sorted(rates.seen) == [0, 1, 2]
+    for epoch, lrs in rates.seen.items():
+        assert len(lrs) == 1 and lrs.pop() == pytest.approx(0.05 * (1 + math.cos(math.pi * epoch / 3)))

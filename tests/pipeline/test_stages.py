@@ -1,0 +1,70 @@
+"""The pipeline end to end, in process (tnbench.pipeline.stages): records, W&B offline files, determinism,
+divergence, threads."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import read_record, run_in_process
+from tnbench.reporting.wandb_offline import read_run
+
+REQUIRED = ["status", "dataset", "model", "method", "seed", "params_dense", "params_compressed",
+            "compression_ratio", "compression_ratio_layers", "compression_rate", "acc_pretrain",
+            "acc_compressed", "acc_retrained", "acc_retrained_best", "recovery_epochs", "norm_loss",
+            "flops_dense", "flops_compressed", "ranks", "time_pretrain_s", "time_compress_s",
+            "time_retrain_s", "pretrain_cache_hit", "config"]
+
+
+def test_svd_run_writes_complete_record_and_wandb_files(tmp_path):
+    rec = run_in_process(tmp_path, "method=svd", "method.rank=4", "logger=wandb")
+    assert rec["status"] == "ok", rec.get("error")
+    missing = [k for k in REQUIRED if k not in rec]
+    assert not missing
+    assert (rec["dataset"], rec["model"], rec["method"]) == ("synthetic", "lenet5", "svd")
+    assert rec["params_compressed"] < rec["params_dense"]
+    assert rec["compression_ratio"] == pytest.approx(rec["params_dense"] / rec["params_compressed"])
+    assert 0 < rec["compression_rate"] < 100
+    assert rec["flops_compressed"] < rec["flops_dense"]
+    assert set(rec["ranks"]) == {l["name"] for l in rec["layers"]}
+    assert all(r == [4] for r in rec["ranks"].values())
+    assert 0 < rec["norm_loss"]["mean"] < 1
+    assert rec["acc_retrained_best"] >= rec["acc_retrained"]
+    assert len(rec["retrain_history"]) == 1
+    assert rec["config"]["method"]["rank"] == 4
+    # the W&B offline run holds the same numbers, per stage, with group and tags for dashboards
+    wb = read_run(next((tmp_path / "run" / "wandb").glob("offline-run-*")))
+    assert wb["run"]["id"] == rec["wandb_run_id"]
+    assert {"svd", "lenet5", "synthetic"} <= set(wb["run"]["tags"])
+    assert wb["run"]["group"] == "lenet5-synthetic"
+    assert wb["summary"]["acc_pretrain"] == pytest.approx(rec["acc_pretrain"])
+    assert wb["summary"]["compression_ratio"] == pytest.approx(rec["compression_ratio"])
+    logged = set().union(*wb["history"])
+    assert {"pretrain/val_acc", "compress/val_acc", "retrain/val_acc", "retrain/train_loss_epoch"} <= logged
+    assert wb["config"]["method"]["name"] == "svd"
+
+
+def test_same_config_same_record(tmp_path):
+    a = run_in_process(tmp_path / "x", "logger=none", "pipeline.pretrain_cache=false")
+    b = run_in_process(tmp_path / "y", "logger=none", "pipeline.pretrain_cache=false")
+    keys = ["acc_pretrain", "acc_compressed", "acc_retrained", "norm_loss", "params_compressed"]
+    assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+
+
+def test_nan_loss_ends_run_as_diverged_with_stage_and_step(tmp_path):
+    from tnbench.errors import Diverged
+
+    with pytest.raises(Diverged):
+        run_in_process(tmp_path, "logger=none", "pipeline.pretrain_optimizer.lr=1e8", "pipeline.pretrain_optimizer.momentum=0")
+    rec = read_record(tmp_path / "run")
+    assert rec["status"] == "diverged"
+    assert rec["diverged_stage"] == "pretrain" and rec["diverged_step"] >= 0
+    assert "diverged in pretrain at step" in rec["error"]
+
+
+def test_num_threads_applies_to_the_job_and_is_restored(tmp_path):
+
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    rec = run_in_process(tmp_path, "method=none", f"trainer.num_threads={want}", "logger=none")
+    assert rec["status"] == "ok" and rec["torch_threads"] == want
+    assert torch.get_num_threads() == before
