@@ -8,7 +8,7 @@
    every point so each one is evaluated. Both evaluation modes: dense-reconstructed kernels
    (the study's default) and factorized layers (`--factorized`).
 2. CP truncation time per layer for VGG-16's largest convs (512 x 512 x 3 x 3, the last three),
-   `tnbench.layers.cp.cp_decompose` (tensorly parafac, the `cp` / `cp_truncation` methods' own
+   `tnbench.functional.cp.cp_decompose` (tensorly parafac, the `cp` / `cp_truncation` methods' own
    call) at the method's defaults (100 ALS iterations at most, tol 1e-6, SVD init), CP ranks
    16, 64, 256. The weights are VGG-16's initialization (no CIFAR-10 here to pretrain on), which
    ALS fits slowly, so iteration counts are near the cap: an upper bound for trained kernels.
