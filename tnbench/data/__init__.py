@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from tnbench.config import DatasetConfig, option_names
 from tnbench.data.tensors import TensorData, subset_indices

@@ -7,7 +7,8 @@ transforms on a LeNet-5 epoch, which is why the project has its own loader.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, Optional, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F

@@ -35,7 +35,7 @@ class TensorData:
         """Image height; every supported dataset has square images."""
         return int(self.train_x.shape[2])
 
-    def to(self, device: torch.device | str) -> "TensorData":
+    def to(self, device: torch.device | str) -> TensorData:
         """A copy with all four tensors on ``device`` (the original is left where it was)."""
         return dataclasses.replace(
             self,
