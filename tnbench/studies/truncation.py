@@ -55,7 +55,6 @@ from tnbench.functional.bipartition import CUTS, factorized_params, spectrum
 from tnbench.methods import METHODS, build_method
 from tnbench.methods.base import compressible_layers
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 DEFAULT_NORM_LOSSES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 ALL = "all"
 
@@ -97,16 +96,12 @@ def _floats(text: str, name: str) -> list[float]:
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
+    """The study's job config: the command line's composition (tnbench.api.compose) with the
+    truncation method and no logger, checked like any job."""
+    from tnbench.api import compose
     from tnbench.pipeline.checks import check
-    from tnbench.pipeline.configstore import register_configs
 
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["method=svd_truncation", "logger=none", *overrides])
+    cfg = compose(["method=svd_truncation", "logger=none", *overrides])
     check(cfg)
     return cfg
 
@@ -387,6 +382,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 def cli() -> None:
     """Bad input (overrides, grid options) costs one line on stderr and exit code 2."""
+    from tnbench.api import CONFIG_DIR
     from tnbench.errors import BAD_INPUT
     from tnbench.pipeline.configstore import register_configs
     from tnbench.pipeline.jobs import preflight
