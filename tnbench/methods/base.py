@@ -95,6 +95,17 @@ def select_layers(model: nn.Module, spec: Any) -> list[tuple[str, nn.Module]]:
     return _selected(_select(model, spec))
 
 
+def ungrouped_layers(model: nn.Module, spec: Any, reports: list[LayerReport]) -> Iterator[tuple[str, nn.Module, str]]:
+    """The selected layers a matrix/Tucker factorization applies to, as (name, layer, kind);
+    grouped convs are left dense, their report appended to `reports`."""
+    for name, layer in select_layers(model, spec):
+        kind = kind_of(layer)
+        if kind == "conv" and layer.groups != 1:
+            reports.append(left_dense(name, layer, "grouped conv left dense"))
+            continue
+        yield name, layer, kind
+
+
 def _select(model: nn.Module, spec: Any) -> list[tuple[str, nn.Module]]:
     layers = compressible_layers(model)
     if spec == "all":

@@ -18,7 +18,14 @@ from tnbench.functional.approximation import rank_for_energy, truncation_curves
 from tnbench.functional.lowrank import matricize_conv, split_factors, svd
 from tnbench.layers import LowRankConv2d, LowRankLinear
 from tnbench.methods import METHODS
-from tnbench.methods.base import LayerReport, Method, kind_of, left_dense, replace_module, select_layers
+from tnbench.methods.base import (
+    LayerReport,
+    Method,
+    kind_of,
+    left_dense,
+    replace_module,
+    ungrouped_layers,
+)
 
 
 @dataclass
@@ -65,12 +72,8 @@ class SVDFactorization(Method):
     @torch.no_grad()
     def compress(self, model: nn.Module) -> list[LayerReport]:
         reports = []
-        for name, layer in select_layers(model, self.cfg.layers):
+        for name, layer, kind in ungrouped_layers(model, self.cfg.layers, reports):
             w = layer.weight.detach()
-            kind = kind_of(layer)
-            if kind == "conv" and layer.groups != 1:
-                reports.append(left_dense(name, layer, "grouped conv left dense"))
-                continue
             matrix = matricize_conv(w) if kind == "conv" else w
             m, n = matrix.shape
             u, s, vh = svd(matrix)

@@ -22,7 +22,15 @@ from tnbench.functional.approximation import norm_loss, relative_error
 from tnbench.functional.tucker import resolve_rank, tucker_params
 from tnbench.layers.tucker import CONV_MODES, LINEAR_MODES, TuckerConv2d, TuckerLinear
 from tnbench.methods import METHODS
-from tnbench.methods.base import LayerReport, Method, check_modes, kind_of, left_dense, replace_module, select_layers
+from tnbench.methods.base import (
+    LayerReport,
+    Method,
+    check_modes,
+    kind_of,
+    left_dense,
+    replace_module,
+    ungrouped_layers,
+)
 
 
 @dataclass
@@ -90,12 +98,8 @@ class TuckerFactorization(Method):
 
     def compress(self, model: nn.Module) -> list[LayerReport]:
         reports = []
-        for name, layer in select_layers(model, self.cfg.layers):
+        for name, layer, kind in ungrouped_layers(model, self.cfg.layers, reports):
             w = layer.weight.detach()
-            kind = kind_of(layer)
-            if kind == "conv" and layer.groups != 1:
-                reports.append(left_dense(name, layer, "grouped conv left dense"))
-                continue
             ranks = layer_ranks(self.spec, layer, name, "method.ranks")
             names = CONV_MODES if kind == "conv" else LINEAR_MODES
             if not ranks:

@@ -14,7 +14,12 @@ from tnbench.errors import ConfigError
 from tnbench.functional.approximation import norm_loss, relative_error
 from tnbench.functional.tucker import clamp_rank, resolve_rank
 from tnbench.layers.tucker import TuckerLayer
-from tnbench.methods.base import LayerReport, Method, kind_of, left_dense, replace_module, select_layers
+from tnbench.methods.base import (
+    LayerReport,
+    Method,
+    replace_module,
+    ungrouped_layers,
+)
 from tnbench.methods.families.integrator import RankAdaptiveIntegrator
 
 
@@ -78,12 +83,8 @@ class RankAdaptiveMethod(Method):
         reports: list[LayerReport] = []
         self.layers, self.reports = [], reports
         self.history.clear()
-        for name, layer in select_layers(model, self.cfg.layers):
+        for name, layer, kind in ungrouped_layers(model, self.cfg.layers, reports):
             w = layer.weight.detach()
-            kind = kind_of(layer)
-            if kind == "conv" and layer.groups != 1:
-                reports.append(left_dense(name, layer, "grouped conv left dense"))
-                continue
             new = self.factorize(layer)
             with torch.no_grad():
                 approx = new.dense_weight()
