@@ -2,6 +2,7 @@
 model and method, named after it, listing exactly its schema's options with its schema's defaults."""
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,10 @@ def test_model_yaml_sets_only_options_its_builder_takes(name):
     params = inspect.signature(MODELS.get(name)).parameters
     unknown = set(yml.get("options") or {}) - set(params)
     assert not unknown, f"tnbench/conf/model/{name}.yaml: {MODELS.get(name).__name__} takes no {', '.join(unknown)}"
+
+
+@pytest.mark.parametrize("name", [p.stem for p in yaml_files("method")])
+def test_every_method_names_its_paper_in_one_form(name):
+    """W&B tags and the records' `paper` group by it: `arXiv:<id>`, or a baseline saying what it is."""
+    paper = compose([f"method={name}"]).method.paper
+    assert paper and (re.fullmatch(r"arXiv:\d{4}\.\d{4,5}", paper) or paper.startswith("baseline: ")), paper

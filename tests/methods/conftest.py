@@ -59,7 +59,7 @@ def check_gate_record(tmp_path: Path) -> Callable[[str], None]:
         rec = run_in_process(tmp_path, "model=fc2", "model.options.hidden=64", f"method={method}", "logger=none",
                              "method.fit_steps=30", "method.depth=4")
         assert rec["status"] == "ok", rec.get("error")
-        assert rec["paper"] == "ADTN (arXiv 2305.06058)"
+        assert rec["paper"] == "arXiv:2305.06058"
         per_gate = 16 if method == "adtn" else 6
         # classifier.0: 784*64 = 50176 weights -> Q = 16; classifier.2: 64*10 = 640 -> Q = 10
         gen_params = [per_gate * num_gates(16, 4) + 1, per_gate * num_gates(10, 4) + 1]

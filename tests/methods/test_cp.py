@@ -37,7 +37,7 @@ def test_bad_cp_settings_are_one_line_config_errors(kw, match):
 
 def test_truncation_configs_compose():
     cfg = compose(["method=svd_truncation", "method.cut=out_kw", "method.norm_loss=0.5"])
-    assert cfg.method.name == "svd_truncation" and cfg.method.paper == "arXiv 2403.14379"
+    assert cfg.method.name == "svd_truncation" and cfg.method.paper == "arXiv:2403.14379"
     build_method(cfg.method)
     cfg = compose(["method=cp_truncation", "method.rank=4"])
     assert cfg.method.name == "cp" and cfg.method.rank == 4

@@ -1,10 +1,12 @@
 """`method=dlrt`: rank-adaptive matrix low-rank training."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from tests.conftest import LENET_LAYERS, method_cfg, raises_one_line
+from tests.conftest import LENET_LAYERS, method_cfg, raises_one_line, run_in_process
 from tnbench.layers.tucker import TuckerLinear, USVConv2d
 from tnbench.methods import build_method
 from tnbench.methods.families.integrator import RankAdaptiveIntegrator
@@ -39,3 +41,22 @@ def test_dlrt_factors_each_layer_as_usv_at_one_rank_by_truncated_svd():
         assert r.relative_error == pytest.approx(float(s[rank:].norm() / s.norm()), rel=1e-8)  # Eckart-Young
         assert r.weight_params_compressed == layer.weight_params()
     assert [type(c) for c in method.callbacks()] == [RankAdaptiveIntegrator]
+
+
+def test_dlrt_record_carries_both_counts(tmp_path):
+    """Our stored count and the DLRT table's (r(OUT+1) per factorized layer + the dense layers,
+    over all conv/linear weights), recomputed here from the record's ranks."""
+    rec = run_in_process(tmp_path, "dataset=synthetic", "logger=none", "trainer.progress=false", "method=dlrt",
+                         "model=lenet5_dlrt", "dataset.train_size=256", "dataset.test_size=64",
+                         "pipeline.pretrain_epochs=0", "pipeline.retrain_epochs=1", "method.rank_init=8",
+                         "method.tau=0.2", f"method.layers=[{','.join(LENET_LAYERS)}]", quick=False)
+    assert rec["status"] == "ok", rec.get("error")
+    assert rec["count_rule"] == "dlrt" and rec["weights_dense"] == 430_500
+    factorized = [(l["shape"], l["ranks"][0]) for l in rec["layers"] if l["compressed"]]
+    assert len(factorized) == 3
+    assert rec["params_paper"] == sum(r * (shape[0] + 1) for shape, r in factorized) + 5_000
+    assert rec["compression_rate_paper"] == pytest.approx(100 * (1 - rec["params_paper"] / 430_500))
+    stored = sum(r * (shape[0] + math.prod(shape[1:])) + r * r for shape, r in factorized)
+    assert rec["layer_params_compressed"] == stored
+    assert rec["compression_rate"] == pytest.approx(100 * (1 - stored / 425_500))
+    assert rec["compression_rate_paper"] > rec["compression_rate"]

@@ -34,4 +34,6 @@ def test_pipeline_with_tucker_adaptive_records_rank_history(tmp_path):
     assert rec["ranks"] == hist[-1]["ranks"]  # the record describes the model as retraining left it
     assert rec["compression_at_compress"]["ranks"] == hist[0]["ranks"]
     assert rec["compression_rate"] == pytest.approx(hist[-1]["compression_rate"])
-    assert rec["paper"] == "TDLRT (arXiv 2305.19059)"
+    assert rec["paper"] == "arXiv:2305.19059"
+    # TDLRT counts as we do (stored core and factors): the paper-rule fields repeat ours
+    assert rec["count_rule"] == "stored" and rec["compression_rate_paper"] == pytest.approx(rec["compression_rate"])

@@ -36,14 +36,14 @@ def test_published_numbers_are_matched_to_the_runs_they_speak_of(tmp_path):
     # DLRT's table: tau 0.09 at two seeds, the dense model, one tau that is not in the table
     for seed, acc in ((0, 98.0), (1, 98.4)):
         record(runs / f"dlrt9-{seed}", method="dlrt", seed=seed, method_cfg={"tau": 0.09}, acc_retrained=acc,
-               compression_rate=91.0, compression_ratio=9.0, compression_ratio_layers=11.0, params_compressed=37000,
-               ranks={"features.0": [10], "features.3": [23], "classifier.0": [60]},
+               compression_rate=77.0, compression_ratio=9.0, compression_ratio_layers=4.3, params_compressed=100000,
+               compression_rate_paper=91.0, params_paper=37000, count_rule="dlrt", weights_dense=430500, ranks={"features.0": [10], "features.3": [23], "classifier.0": [60]},
                rank_history=[{"epoch": 0, "step": 0, "ranks": {"features.0": [20]}},
                              {"epoch": 1, "step": 10, "ranks": {"features.0": [12]}}])
     record(runs / "dlrt5", method="dlrt", method_cfg={"tau": 0.05}, acc_retrained=98.5, compression_rate=80.0,
            compression_ratio=4.0, compression_ratio_layers=5.0, params_compressed=90000)
     record(runs / "dense", method="none", acc_retrained=98.9, compression_rate=0.0, compression_ratio=1.0,
-           compression_ratio_layers=1.0, params_compressed=431080)
+           compression_ratio_layers=1.0, params_compressed=431080, weights_dense=430500)
     # ADTN's three-conv row through its `match` column; the dense row from acc_pretrain
     record(runs / "adtn", method="adtn", dataset="cifar10", model="vgg16", acc_pretrain=85.0, acc_retrained=84.0,
            compression_rate=99.9, compression_ratio=3.0, compression_ratio_layers=5000.0, params_compressed=5e6,
@@ -69,7 +69,12 @@ def test_published_numbers_are_matched_to_the_runs_they_speak_of(tmp_path):
     acc = c.loc[("DLRT", "tau=0.09", "accuracy")]
     assert acc["status"] == "measured" and acc["runs"] == 2
     assert acc["measured"] == pytest.approx(98.2) and acc["difference"] == pytest.approx(98.2 - 98.16)
+    # each published size beside the measured one under the same counting rule
     assert c.loc[("DLRT", "tau=0.09", "compression_rate"), "difference"] == pytest.approx(91.0 - 91.3)
+    assert "rule (dlrt)" in c.loc[("DLRT", "tau=0.09", "compression_rate"), "note"]
+    assert c.loc[("DLRT", "tau=0.09", "parameters"), "measured"] == pytest.approx(37000)
+    assert c.loc[("DLRT", "tau=0.09", "compression_rate_stored"), "difference"] == pytest.approx(77.0 - 76.9)
+    assert c.loc[("DLRT", "full", "parameters"), "measured"] == pytest.approx(430500)
     assert c.loc[("DLRT", "tau=0.09", "ranks"), "measured"] == "10;23;60"
     assert c.loc[("DLRT", "tau=0.11", "accuracy"), "status"] == "not run"
     assert c.loc[("DLRT", "full", "accuracy"), "measured"] == pytest.approx(98.9)

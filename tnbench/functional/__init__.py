@@ -14,4 +14,5 @@ reconstruction. Layers (tnbench.layers) own parameters and call these; methods
   partial_norm   finite initialization by partial norms, and the log-domain normalizer
   brickwall      brick-wall circuits (ADTN / ADQC weight generation)
   fitting        gradient fits of a network to given weights (ADTN stage 1, PEPS)
+  counting       counting rules: kept weights and compression rate, ours and the DLRT table's
 """

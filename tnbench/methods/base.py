@@ -178,6 +178,10 @@ class Method:
     `config_class` is the structured config its YAML is validated against."""
 
     config_class: type = MethodConfig
+    # how the method's paper counts the size of a compressed network, where it publishes one:
+    # a rule of tnbench.functional.counting (records then carry `params_paper` and
+    # `compression_rate_paper` beside our stored count); None: no paper figure to compare with
+    count_rule: str | None = None
 
     def __init__(self, cfg: Any) -> None:
         # the composed config's `method` section is open; the method's own schema types it

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from tnbench.functional.counting import DLRT as DLRT_RULE
 from tnbench.layers.tucker import TuckerLayer, TuckerLinear, USVConv2d
 from tnbench.methods import METHODS
 from tnbench.methods.families.rank_adaptive import RankAdaptiveConfig, RankAdaptiveMethod
@@ -30,6 +31,7 @@ class DLRTConfig(RankAdaptiveConfig):
 class DLRT(RankAdaptiveMethod):
     config_class = DLRTConfig
     tie = True
+    count_rule = DLRT_RULE  # the published table counts r(OUT+1) per layer + the dense layers
 
     def factorize(self, layer: nn.Module) -> TuckerLayer:
         rows, cols = layer.weight.shape[0], layer.weight[0].numel()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from tnbench.functional.counting import STORED
 from tnbench.layers.tucker import CONV_MODES, TuckerConv2d, TuckerLayer, TuckerLinear
 from tnbench.methods import METHODS
 from tnbench.methods.base import check_modes
@@ -27,6 +28,7 @@ class TuckerAdaptiveConfig(RankAdaptiveConfig):
 @METHODS.register("tucker_adaptive")
 class TuckerAdaptive(RankAdaptiveMethod):
     config_class = TuckerAdaptiveConfig
+    count_rule = STORED  # TDLRT's rate: stored core and factors over the factorized layers, as ours
 
     def validate(self) -> None:
         super().validate()

@@ -8,9 +8,16 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from tnbench.functional.counting import paper_count
+
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def count_weights(model: nn.Module) -> int:
+    """Weights (no biases) of every Conv2d and Linear: what the DLRT table's rate is over."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
 
 
 @torch.no_grad()
@@ -27,9 +34,13 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     return int(counter.get_total_flops())
 
 
-def compression_summary(params_dense: int, params_compressed: int, layers: list[dict[str, Any]]) -> dict[str, Any]:
-    """Whole-model ratio (dense / compressed, all parameters) and the papers' layer-level rate:
-    percent of weights removed over the layers the method compressed."""
+def compression_summary(params_dense: int, params_compressed: int, layers: list[dict[str, Any]],
+                        count_rule: str | None = None, weights_dense: int | None = None) -> dict[str, Any]:
+    """Whole-model ratio (dense / compressed, all parameters) and our layer-level rate: percent
+    of weights removed over the layers the method compressed, weights counted as stored. With
+    `count_rule` (the method's paper counts differently, or its rule is known), the size under
+    that rule too (`params_paper`, `compression_rate_paper`; tnbench.functional.counting), over
+    `weights_dense`, the dense network's conv/linear weights."""
     done = [l for l in layers if l["compressed"]]
     dense_w = sum(l["weight_params_dense"] for l in done)
     comp_w = sum(l["weight_params_compressed"] for l in done)
@@ -45,6 +56,7 @@ def compression_summary(params_dense: int, params_compressed: int, layers: list[
         "norm_loss": {"layers": losses, "mean": sum(losses.values()) / len(losses) if losses else 0.0},
         "relative_error": {l["name"]: l["relative_error"] for l in done},
         "ranks": {l["name"]: l["ranks"] for l in layers},
+        **(paper_count(count_rule, layers, weights_dense) if count_rule and weights_dense else {}),
     }
 
 

@@ -23,7 +23,7 @@ from tnbench.pipeline.cache import PretrainCache, load_checkpoint, load_into, pr
 from tnbench.pipeline.checks import check
 from tnbench.pipeline.classifier import Classifier
 from tnbench.pipeline.failpoints import failpoint
-from tnbench.pipeline.metrics import compression_summary, count_flops, count_params, recovery_epochs
+from tnbench.pipeline.metrics import compression_summary, count_flops, count_params, count_weights, recovery_epochs
 from tnbench.pipeline.progress import compress_progress
 from tnbench.pipeline.resume import EpochCheckpoint, checkpoint_path, load_state, save_state
 from tnbench.pipeline.trainer import finish_logger, log_curve, make_logger, make_trainer
@@ -84,7 +84,7 @@ def base_record(cfg: DictConfig) -> dict[str, Any]:
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
         "method": cfg.method.name,
-        "paper": cfg.method.get("paper"),
+        "paper": cfg.method.get("paper") or "not given",  # a plugin method may name none
         "seed": cfg.seed,
         "experiment": cfg.get("experiment_name"),
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -185,6 +185,7 @@ def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, 
     model = module.model
     rec["params_dense"] = count_params(model)
     rec["flops_dense"] = count_flops(model, input_shape)
+    rec["weights_dense"] = count_weights(model)
     t0 = time.perf_counter()
     with compress_progress(enabled=cfg.trainer.progress and is_rank_zero()):
         layers = [r.as_dict() for r in method.compress(model)]
@@ -193,7 +194,8 @@ def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, 
         if not torch.isfinite(p).all():
             raise Diverged("compress", 0, "compression produced non-finite weights")
     rec["layers"] = layers
-    rec.update(compression_summary(rec["params_dense"], count_params(model), layers))
+    rec.update(compression_summary(rec["params_dense"], count_params(model), layers, getattr(method, "count_rule", None),
+                                   rec["weights_dense"]))
     rec["flops_compressed"] = count_flops(model, input_shape)
     rec["acc_compressed"] = evaluate(run, module, dm, "compress")
 
@@ -217,10 +219,12 @@ def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, i
     final = method.describe(module.model)
     if final is not None:  # the structure changed while training: report the final model
         rec["compression_at_compress"] = {k: rec[k] for k in ("params_compressed", "compression_ratio",
-                                                              "compression_rate", "ranks", "flops_compressed")}
+                                                              "compression_rate", "compression_rate_paper",
+                                                              "ranks", "flops_compressed") if k in rec}
         layers = [r.as_dict() for r in final]
         rec["layers"] = layers
-        rec.update(compression_summary(rec["params_dense"], count_params(module.model), layers))
+        rec.update(compression_summary(rec["params_dense"], count_params(module.model), layers, getattr(method, "count_rule", None),
+                                       rec["weights_dense"]))
         rec["flops_compressed"] = count_flops(module.model, input_shape)
     rec.update(method.extra_record())
 

@@ -72,7 +72,7 @@ def band_order(band: str | None) -> float:
 
 def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """records_frame (the results table's columns) plus what the report needs: paper, experiment,
-    layer-only compression ratio, ranks, the truncation cut, the epoch budgets, and `_i`, the
+    layer-only compression ratio, the paper-rule count, ranks, the truncation cut, the epoch budgets, and `_i`, the
     record's index (to find its config and rank history again)."""
     df = records_frame(records)
     extra = pd.DataFrame({
@@ -80,6 +80,9 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         "paper": [r.get("paper") for r in records],
         "experiment": [r.get("experiment") for r in records],
         "compression_ratio_layers": [r.get("compression_ratio_layers") for r in records],
+        "params_paper": [r.get("params_paper") for r in records],
+        "weights_dense": [r.get("weights_dense") for r in records],
+        "count_rule": [r.get("count_rule") for r in records],
         "ranks": [ranks_text(r.get("ranks")) for r in records],
         "cut": [get_path(r.get("config"), "method.cut") for r in records],
         "config_pretrain_epochs": [get_path(r.get("config"), "pipeline.pretrain_epochs") for r in records],
@@ -87,7 +90,7 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     })
     df = pd.concat([df.reset_index(drop=True), extra], axis=1)
     numeric = [c for c in df.columns if c in BY_NAME and BY_NAME[c].kind in ("int", "float")]
-    for c in numeric + ["compression_ratio_layers", "config_pretrain_epochs", "config_retrain_epochs"]:
+    for c in numeric + ["compression_ratio_layers", "params_paper", "weights_dense", "config_pretrain_epochs", "config_retrain_epochs"]:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["accuracy_drop"] = df["acc_pretrain"] - df["acc_compressed"]
     df["compression_band"] = df["compression_ratio"].map(compression_band)

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from tnbench.functional.counting import RULES, STORED
 from tnbench.reporting import plots
 from tnbench.reporting.console import warn
 from tnbench.reporting.records import get_path
@@ -33,6 +34,44 @@ def load_reference(ref_dir: Path) -> pd.DataFrame:
         df["file"] = path.name
         frames.append(df)
     return pd.concat(frames, ignore_index=True).fillna("") if frames else pd.DataFrame()
+
+
+# The schema of a reference CSV: the columns every file has, the columns that hold numbers (or
+# nothing), and `count_rule`, which names how a compression figure counts (tnbench.functional.
+# counting; `n/a` on rows without one).
+REQUIRED_COLUMNS = ("paper", "arxiv", "source", "count_rule")
+RUN_COLUMNS = ("model", "dataset", "method", "setting")  # files compared with runs
+NUMERIC_COLUMNS = ("accuracy", "accuracy_std", "compression_rate", "compression_rate_stored", "compression_ratio",
+                   "parameters", "encoded_parameters", "norm_loss")
+SIZE_COLUMNS = ("compression_rate", "compression_rate_stored", "compression_ratio", "parameters")
+NO_RULE = "n/a"
+
+
+def check_reference(df: pd.DataFrame, name: str) -> list[str]:
+    """What is wrong with one reference table (read as text): one line per problem."""
+    problems = [f"{name}: no column {c}" for c in REQUIRED_COLUMNS if c not in df.columns]
+    if "normalization_steps" not in df.columns:
+        problems += [f"{name}: no column {c}" for c in RUN_COLUMNS if c not in df.columns]
+    if problems:
+        return problems
+    for i, r in df.iterrows():
+        where = f"{name} row {i + 2}"
+        if not re.fullmatch(r"\d{4}\.\d{4,5}", str(r["arxiv"])):
+            problems.append(f"{where}: arxiv {r['arxiv']!r} is not an arXiv id")
+        for c in NUMERIC_COLUMNS:
+            if c in df.columns and str(r[c]).strip() and _number(r[c]) is None:
+                problems.append(f"{where}: {c} {r[c]!r} is not a number")
+        if "ranks" in df.columns and str(r["ranks"]).strip() and \
+                not re.fullmatch(r"\d+(;\d+)*", str(r["ranks"]).strip()):
+            problems.append(f"{where}: ranks {r['ranks']!r} are not integers joined by ';'")
+        rule = str(r["count_rule"]).strip()
+        sized = any(c in df.columns and str(r[c]).strip() for c in SIZE_COLUMNS)
+        if rule not in (*RULES, NO_RULE) or (sized and rule not in RULES):
+            problems.append(f"{where}: count_rule {rule!r} must be one of {', '.join(RULES)}"
+                            + ("" if sized else f" or {NO_RULE}"))
+        if not str(r["source"]).strip():
+            problems.append(f"{where}: no source")
+    return problems
 
 
 def _number(v: Any) -> float | None:
@@ -113,6 +152,7 @@ def holds(record: dict[str, Any], conditions: list[tuple[str, str, Any]]) -> boo
 QUANTITIES: list[tuple[str, str, str]] = [
     ("accuracy", "acc_retrained", "mean"),
     ("compression_rate", "compression_rate", "mean"),
+    ("compression_rate_stored", "compression_rate", "mean"),
     ("compression_ratio", "compression_ratio_layers", "mean"),
     ("parameters", "params_compressed", "mean"),
     ("ranks", "ranks", "first"),
@@ -121,12 +161,17 @@ QUANTITIES: list[tuple[str, str, str]] = [
     ("recovery_epochs", "recovery_epochs", "median"),
 ]
 QUANTITY_NOTES = {
+    "compression_rate_stored": "published ranks counted our way (rule stored); measured: compression_rate",
     "compression_ratio": "measured: compression_ratio_layers (dense / compressed weights of the compressed layers)",
     "parameters": "measured: params_compressed (all parameters incl. biases; the paper may count weights only)",
     "norm_loss": "measured: largest mean norm loss among the matching runs",
     "accuracy_drop": "measured: acc_pretrain - acc_compressed (right after truncation)",
     "recovery_epochs": "measured: median over the runs that recovered",
 }
+# Under a paper's own counting rule (the row's count_rule), a size is compared with the records'
+# count under that rule, where they have one (tnbench.functional.counting).
+PAPER_RULE_COLUMNS = {"compression_rate": "compression_rate_paper", "parameters": "params_paper"}
+DENSE_RULE_COLUMNS = {"compression_rate": "compression_rate", "parameters": "weights_dense"}
 COMPARISON_COLUMNS = ["paper", "arxiv", "model", "dataset", "method", "setting", "quantity", "published", "measured",
                       "difference", "runs", "status", "note", "source"]
 DENSE_SETTINGS = {"dense", "full"}
@@ -195,12 +240,19 @@ def compare_runs(row: pd.Series, ok: pd.DataFrame, records: list[dict[str, Any]]
     except ValueError as e:
         return [base | {"quantity": q, "published": row.get(q), "status": "bad match", "note": str(e)} for q, _, _ in quantities]
     out = []
+    rule = str(row.get("count_rule", "")).strip()
     for q, col, how in quantities:
         published = row.get(q)
+        rule_note = ""
+        dense_row = str(row.get("method", "")).strip() == "none"
+        if rule in RULES and rule != STORED and q in PAPER_RULE_COLUMNS:
+            # a dense row's count is every weight (0% either way)
+            col = DENSE_RULE_COLUMNS[q] if dense_row else PAPER_RULE_COLUMNS[q]
+            rule_note = f"counted by the paper's rule ({rule}): measured {col}"
         entry = base | {"quantity": q, "published": _number(published) if _number(published) is not None else published,
                         "runs": len(sel)}
         measured = _combine(sel[col], how) if not sel.empty and col in sel else None
-        notes = [n for n in (how_chosen, QUANTITY_NOTES.get(q, "")) if n]
+        notes = [n for n in (how_chosen, rule_note or QUANTITY_NOTES.get(q, "")) if n]
         if sel.empty:
             entry |= {"status": "not run", "note": "no ok run matches"}
         elif measured is None:

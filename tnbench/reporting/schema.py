@@ -60,7 +60,7 @@ FIELDS: tuple[Field, ...] = (
     _f("setting", "str", "the method's own options as k=v (derived from `config`)", RUN, TABLE, BRIEF,
        derive=method_setting),
     _f("seed", "int", "the run's seed", TABLE, BRIEF),
-    _f("paper", "str", "the paper the method comes from"),
+    _f("paper", "str", "the paper the method comes from, `arXiv:<id>` (baselines: `baseline: ...`)"),
     _f("experiment", "str", "`experiment_name`, when set"),
     # accuracy at every stage
     _f("acc_pretrain", "float", "test accuracy of the dense model", RUN, TABLE, BRIEF, unit="%",
@@ -80,7 +80,13 @@ FIELDS: tuple[Field, ...] = (
     _f("compression_ratio_layers", "float", "dense / compressed weights of the compressed layers only", RUN,
        unit="x", digits=2),
     _f("compression_rate", "float", "100 * (1 - compressed / dense weights) over the compressed layers, biases "
-       "excluded", RUN, TABLE, BRIEF, unit="%", header="rate %", digits=1),
+       "excluded, weights counted as stored (rule `stored`)", RUN, TABLE, BRIEF, unit="%", header="rate %", digits=1),
+    _f("count_rule", "str", "dlrt / tucker_adaptive: how the method's paper counts its compression "
+       "(tnbench.functional.counting: `dlrt` or `stored`), the rule of the two fields below"),
+    _f("params_paper", "int", "weights kept, counted by `count_rule` (dlrt: r(OUT+1) per factorized layer + "
+       "the weights of the dense layers)"),
+    _f("compression_rate_paper", "float", "the compression rate counted by `count_rule` (dlrt: over all conv/linear "
+       "weights, as the DLRT table)", RUN, TABLE, unit="%", header="rate % (paper)", digits=1),
     _f("norm_loss", "dict", "per layer 1 - ||W_trunc||_F / ||W||_F (`layers`) and their `mean`"),
     _f("norm_loss_mean", "float", "mean norm loss over the compressed layers (derived from `norm_loss`)", RUN,
        TABLE, header="norm loss", digits=3, derive=_norm_loss_mean),
@@ -92,6 +98,7 @@ FIELDS: tuple[Field, ...] = (
     _f("params_compressed", "int", "parameters after compression", RUN, TABLE),
     _f("layer_params_dense", "int", "weights of the compressed layers, dense"),
     _f("layer_params_compressed", "int", "weights of the compressed layers, compressed"),
+    _f("weights_dense", "int", "weights (no biases) of every conv/linear layer of the dense model"),
     _f("flops_dense", "int", "FLOPs of one forward pass on one example, dense (torch.utils.flop_counter)", RUN,
        TABLE),
     _f("flops_compressed", "int", "the same after compression, factorized layers counted as executed", RUN,

@@ -356,7 +356,7 @@ def run_study(args: argparse.Namespace) -> Path:
     plots = summarize(table, spectra, out, args.threshold)
     meta = {
         "command": " ".join(["python -m tnbench.studies.truncation", *args.argv]),
-        "paper": "arXiv 2403.14379",
+        "paper": "arXiv:2403.14379",
         "model": cfg.model.name, "dataset": cfg.dataset.name,
         "norm_loss_definition": "1 - ||W_trunc||_F / ||W||_F", "relative_error_definition": "||W - W_trunc||_F / ||W||_F",
         "norm_losses": targets, "cuts": cuts, "cp_ranks": cp_ranks, "layers": names, "factorized": args.factorized,

@@ -62,7 +62,7 @@ MAX_QUBITS = 30
 @dataclass
 class ADTNConfig(MethodConfig):
     name: str = "adtn"
-    paper: Optional[str] = "ADTN (arXiv 2305.06058)"
+    paper: Optional[str] = "arXiv:2305.06058"
     layers: Any = "all"
     groups: Any = "each"  # each | all | [[layer, ...], ...] (an explicit list replaces `layers`)
     depth: int = 8  # M, gate layers of the brick wall
