@@ -25,6 +25,15 @@ def test_svd_run_writes_complete_record_and_wandb_files(tmp_path):
     assert rec["compression_ratio"] == pytest.approx(rec["params_dense"] / rec["params_compressed"])
     assert 0 < rec["compression_rate"] < 100
     assert rec["flops_compressed"] < rec["flops_dense"]
+    # FLOPs per example at the evaluation batch and at batch 1, per compressible layer
+    assert rec["flops_batch_size"] == min(rec["config"]["dataset"]["eval_batch_size"], rec["num_test"]) > 1
+    assert set(rec["flops_layers"]) == {"features.0", "features.3", "classifier.0", "classifier.2", "classifier.4"}
+    for name, f in rec["flops_layers"].items():
+        assert set(f) == {"dense", "dense_b1", "compressed", "compressed_b1"}
+        assert f["dense"] == f["dense_b1"] > 0  # a dense layer's work is per example
+        assert (f["compressed"] < f["dense"]) == (name in rec["ranks"] and rec["ranks"][name] == [4])
+    assert sum(f["compressed"] for f in rec["flops_layers"].values()) <= rec["flops_compressed"]
+    assert rec["flops_dense_b1"] == rec["flops_dense"]
     assert set(rec["ranks"]) == {l["name"] for l in rec["layers"]}
     assert all(r == [4] for r in rec["ranks"].values())
     assert 0 < rec["norm_loss"]["mean"] < 1

@@ -21,17 +21,46 @@ def count_weights(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """FLOPs of one forward pass on one example. The counter sees the aten ops actually run,
-    so factorized layers (two convs, chains of matmuls, einsums) are counted as executed."""
+def count_flops(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1,
+                layers: Sequence[str] = ()) -> dict[str, Any]:
+    """FLOPs per example of one forward pass on a batch of `batch_size` zeros: the whole model
+    (`total`) and each module named in `layers` (`layers`, children included). The counter sees
+    the aten ops actually run, so factorized layers (two convs, chains of matmuls, einsums) are
+    counted as executed. The batch matters for tensor-network layers: work that does not scale
+    with the batch (contracting cores into a weight, generating weights from gates) is shared by
+    the batch's examples, and a contraction order chosen for one example can cost more per
+    example than the one chosen for a batch. Values are rounded to whole FLOPs."""
     was_training = model.training
     model.eval()
     p = next(model.parameters())
-    x = torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype)
+    x = torch.zeros(batch_size, *input_shape, device=p.device, dtype=p.dtype)
     with FlopCounterMode(display=False) as counter:
         model(x)
     model.train(was_training)
-    return int(counter.get_total_flops())
+    counts = counter.get_flop_counts()
+    # keys are "<root class>.<module path>"; the root's own key is its class name
+    root = type(model).__name__
+
+    def per_example(key: str) -> int:
+        return round(sum(counts.get(key, {}).values()) / batch_size)
+
+    return {"total": round(counter.get_total_flops() / batch_size),
+            "layers": {name: per_example(f"{root}.{name}") for name in layers}}
+
+
+def record_flops(rec: dict[str, Any], model: nn.Module, input_shape: Sequence[int], which: str,
+                 layers: Sequence[str] | None = None) -> None:
+    """Set the record's `flops_<which>` (per example at `rec["flops_batch_size"]`, the
+    evaluation batch), `flops_<which>_b1` (at batch 1) and, per layer of `flops_layers` (or of
+    `layers`, which starts it), the same two counts under `<which>` and `<which>_b1`."""
+    per_layer = rec.setdefault("flops_layers", {})
+    names = list(layers) if layers is not None else list(per_layer)
+    batch = rec["flops_batch_size"]
+    at_batch = count_flops(model, input_shape, batch, names)
+    at_one = count_flops(model, input_shape, 1, names) if batch != 1 else at_batch
+    rec[f"flops_{which}"], rec[f"flops_{which}_b1"] = at_batch["total"], at_one["total"]
+    for n in names:
+        per_layer.setdefault(n, {}).update({which: at_batch["layers"][n], f"{which}_b1": at_one["layers"][n]})
 
 
 def compression_summary(params_dense: int, params_compressed: int, layers: list[dict[str, Any]],

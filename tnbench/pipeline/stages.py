@@ -18,12 +18,13 @@ from tnbench.data import TensorData, load_section
 from tnbench.data.module import InMemoryDataModule
 from tnbench.errors import BAD_INPUT, CheckpointError, Diverged
 from tnbench.methods import build_method
+from tnbench.methods.base import compressible_layers
 from tnbench.models import build_model
 from tnbench.pipeline.cache import PretrainCache, load_checkpoint, load_into, pretrain_key, save_checkpoint
 from tnbench.pipeline.checks import check
 from tnbench.pipeline.classifier import Classifier
 from tnbench.pipeline.failpoints import failpoint
-from tnbench.pipeline.metrics import compression_summary, count_flops, count_params, count_weights, recovery_epochs
+from tnbench.pipeline.metrics import compression_summary, count_params, count_weights, record_flops, recovery_epochs
 from tnbench.pipeline.progress import compress_progress
 from tnbench.pipeline.resume import EpochCheckpoint, checkpoint_path, load_state, save_state
 from tnbench.pipeline.trainer import finish_logger, log_curve, make_logger, make_trainer
@@ -184,8 +185,10 @@ def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, 
     run.stage("compress")
     model = module.model
     rec["params_dense"] = count_params(model)
-    rec["flops_dense"] = count_flops(model, input_shape)
     rec["weights_dense"] = count_weights(model)
+    rec["flops_batch_size"] = min(cfg.dataset.eval_batch_size, rec["num_test"])  # the last batch may be smaller
+    rec["flops_layers"] = {}
+    record_flops(rec, model, input_shape, "dense", [n for n, _ in compressible_layers(model)])
     t0 = time.perf_counter()
     with compress_progress(enabled=cfg.trainer.progress and is_rank_zero()):
         layers = [r.as_dict() for r in method.compress(model)]
@@ -196,7 +199,7 @@ def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, 
     rec["layers"] = layers
     rec.update(compression_summary(rec["params_dense"], count_params(model), layers, getattr(method, "count_rule", None),
                                    rec["weights_dense"]))
-    rec["flops_compressed"] = count_flops(model, input_shape)
+    record_flops(rec, model, input_shape, "compressed")
     rec["acc_compressed"] = evaluate(run, module, dm, "compress")
 
 
@@ -220,12 +223,13 @@ def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, i
     if final is not None:  # the structure changed while training: report the final model
         rec["compression_at_compress"] = {k: rec[k] for k in ("params_compressed", "compression_ratio",
                                                               "compression_rate", "compression_rate_paper",
-                                                              "ranks", "flops_compressed") if k in rec}
+                                                              "ranks", "flops_compressed", "flops_compressed_b1")
+                                         if k in rec}
         layers = [r.as_dict() for r in final]
         rec["layers"] = layers
         rec.update(compression_summary(rec["params_dense"], count_params(module.model), layers, getattr(method, "count_rule", None),
                                        rec["weights_dense"]))
-        rec["flops_compressed"] = count_flops(module.model, input_shape)
+        record_flops(rec, module.model, input_shape, "compressed")
     rec.update(method.extra_record())
 
 

@@ -85,7 +85,7 @@ def write_html(out: Path, *, runs_root: Path, runs: pd.DataFrame, columns: list[
     parts += ['<h2 id="summary">Summary: best accuracy per compression band</h2>',
               "<p>Per dataset, model and method, and per band of the compression ratio (log2 bins), the setting with "
               "the best mean accuracy after retraining over its seeds. <code>recovered</code>: seeds that got back to "
-              "the pretrained accuracy; <code>flops_ratio</code>: dense / compressed FLOPs of one forward pass.</p>",
+              "the pretrained accuracy; <code>flops_ratio</code>: dense / compressed FLOPs per example at the evaluation batch size.</p>",
               html_table(summary, "no ok runs to summarize"),
               '<h2 id="reference">Published numbers beside measured ones</h2>',
               "<p>Each published number of <code>results/reference/</code> with the matching runs' value and the "

@@ -99,10 +99,17 @@ FIELDS: tuple[Field, ...] = (
     _f("layer_params_dense", "int", "weights of the compressed layers, dense"),
     _f("layer_params_compressed", "int", "weights of the compressed layers, compressed"),
     _f("weights_dense", "int", "weights (no biases) of every conv/linear layer of the dense model"),
-    _f("flops_dense", "int", "FLOPs of one forward pass on one example, dense (torch.utils.flop_counter)", RUN,
-       TABLE),
+    _f("flops_dense", "int", "FLOPs per example of one forward pass at the evaluation batch size "
+       "(`flops_batch_size`), dense (torch.utils.flop_counter)", RUN, TABLE),
     _f("flops_compressed", "int", "the same after compression, factorized layers counted as executed", RUN,
        TABLE),
+    _f("flops_dense_b1", "int", "FLOPs of one forward pass at batch size 1, dense"),
+    _f("flops_compressed_b1", "int", "the same after compression (weight contraction or generation is not "
+       "shared by a batch, so tensor-network layers cost more per example here)"),
+    _f("flops_batch_size", "int", "the batch the per-example FLOPs are counted at: the evaluation batch "
+       "(`dataset.eval_batch_size`, at most the test set)"),
+    _f("flops_layers", "dict", "per compressible layer of the dense model (children included): FLOPs per "
+       "example `dense`, `compressed` (at `flops_batch_size`) and `dense_b1`, `compressed_b1`"),
     # how it went
     _f("pretrain_cache_hit", "bool", "the dense model came from the pretrain cache", RUN, TABLE, BRIEF,
        header="cached"),
