@@ -129,7 +129,7 @@ def test_tucker_adaptive_epoch_vs_fixed_rank_vs_dense(compose_config, results_di
     rows = {}
     for k, (model, _) in variants.items():
         rows[k] = {"epoch_s": times[k], "median_s": med[k], "vs_dense": med[k] / med["dense"],
-                   "params": count_params(model), "flops_per_image": count_flops(model, shape)}
+                   "params": count_params(model), "flops_per_image": count_flops(model, shape)["total"]}
     rows["tucker_adaptive"]["vs_fixed_rank"] = med["tucker_adaptive"] / med["tucker"]
     out = {
         "benchmark": "tucker_adaptive_epoch", "command": COMMAND, "make": "make bench",
