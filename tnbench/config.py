@@ -29,6 +29,9 @@ class DatasetConfig:
     train_subset: Optional[int] = None
     test_subset: Optional[int] = None
     augment: Optional[bool] = None  # None: the dataset's default (crop+flip for CIFAR)
+    # training examples held out (seeded) as a validation split, for `pipeline.select`; the
+    # test split stays the test split. null/0: none (the papers mostly report the last epoch)
+    val_split: Optional[int] = None
     batch_size: int = 128
     eval_batch_size: int = 1024
 
@@ -102,6 +105,9 @@ class PipelineConfig:
     init_checkpoint: Optional[str] = None  # a pretrained checkpoint to start from instead
     rerun: bool = False  # run again even if this run's record says ok (default: skip it)
     keep_checkpoints: bool = False  # keep the per-epoch training checkpoints of a finished run
+    # which retrain epoch's model the run ends with: `last`, or `best_val_loss` (the epoch of
+    # lowest loss on the dataset's validation split, `dataset.val_split`; DLRT's protocol)
+    select: str = "last"
     pretrain_optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     retrain_optimizer: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(lr=0.01, schedule="cosine")
@@ -223,6 +229,7 @@ MAX_SEED = 2**32 - 2  # numpy's seeds end at 2**32 - 1, and retraining is seeded
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant", "step")
 LOGGERS = ("wandb", "csv", "none")
+SELECTIONS = ("last", "best_val_loss")
 LOGGER_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 
@@ -234,6 +241,8 @@ def validate(cfg: Any) -> None:
     method's `validate`); settings that depend on the machine by `tnbench.pipeline.checks`."""
     _validate_pipeline(cfg.pipeline)
     _validate_dataset(cfg.dataset)
+    _check(cfg.pipeline.select != "best_val_loss" or bool(cfg.dataset.get("val_split")),
+           "pipeline.select=best_val_loss needs a validation split: set dataset.val_split (e.g. 10000)")
     _validate_method(cfg.method)
     _validate_trainer(cfg.trainer)
     check_choice("logger.name", cfg.logger.name, LOGGERS)
@@ -247,6 +256,7 @@ def _validate_pipeline(p: Any) -> None:
     _check(p.pretrain_epochs >= 0, f"pipeline.pretrain_epochs must be >= 0, got {p.pretrain_epochs}")
     _check(p.retrain_epochs >= 0, f"pipeline.retrain_epochs must be >= 0, got {p.retrain_epochs}")
     check_number("pipeline.recovery_tolerance", p.recovery_tolerance, ge=0)
+    check_choice("pipeline.select", p.select, SELECTIONS)
     for key in ("pretrain_optimizer", "retrain_optimizer"):
         o, name = p[key], f"pipeline.{key}"
         check_choice(f"{name}.name", o.name, OPTIMIZERS)
@@ -265,7 +275,7 @@ def _validate_dataset(d: Any) -> None:
                                                "into the current directory)")
     _check(d.batch_size >= 1, f"dataset.batch_size must be >= 1, got {d.batch_size}")
     check_number("dataset.eval_batch_size", d.eval_batch_size, ge=1)
-    for key in ("train_subset", "test_subset"):
+    for key in ("train_subset", "test_subset", "val_split"):
         v = d[key]
         _check(v is None or v >= 0, f"dataset.{key} must be >= 0 or null, got {v}")
 

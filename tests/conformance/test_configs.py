@@ -89,9 +89,10 @@ def test_every_yaml_names_a_registered_entry_or_is_a_preset_of_one(group):
         assert composed.name == chosen[0]
 
 
-def test_cp_truncation_is_the_cp_preset():
-    assert [p.stem for p in yaml_files("method") if is_preset(p)] == ["cp_truncation"]
+def test_method_presets_are_cp_truncation_and_dlrt_official():
+    assert [p.stem for p in yaml_files("method") if is_preset(p)] == ["cp_truncation", "dlrt_official"]
     assert selected_by_preset(load(PACKAGE / "conf" / "method" / "cp_truncation.yaml")["defaults"], "method") == ["cp"]
+    assert selected_by_preset(load(PACKAGE / "conf" / "method" / "dlrt_official.yaml")["defaults"], "method") == ["dlrt"]
 
 
 @pytest.mark.parametrize("group,name", TYPED, ids=[f"{g}={n}" for g, n in TYPED])

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import lightning
+import pytest
 import torch
 
 from tnbench.data import load_data
 from tnbench.data.module import InMemoryDataModule
+from tnbench.errors import ConfigError
 
 
 def _seen(batches) -> torch.Tensor:
@@ -52,3 +54,19 @@ def test_datamodule_under_lightning_reshuffles_each_epoch():
         assert torch.equal(seen, next(loader._iter_rank(epoch, 0, 1))[0])
     val = dm.val_dataloader()
     assert len(val) == 2 and torch.equal(_seen(val), d.test_y)
+
+
+def test_validation_split_is_carved_from_the_training_set():
+    opts = dict(train_size=300, test_size=50)
+    whole = load_data("synthetic", "unused", seed=1, **opts)
+    split = load_data("synthetic", "unused", seed=1, val_split=60, **opts)
+    assert len(split.train_y) == 240 and len(split.val_y) == 60 and len(split.test_y) == 50
+    # disjoint, and together the whole training set
+    rows = {tuple(x.flatten().tolist()) for x in whole.train_x}
+    got = [tuple(x.flatten().tolist()) for x in torch.cat([split.train_x, split.val_x])]
+    assert len(set(got)) == len(got) == len(rows) and set(got) == rows
+    assert torch.equal(split.test_x, whole.test_x)
+    assert InMemoryDataModule(whole, 32).holdout_dataloader() is None
+    assert sum(len(y) for _, y in InMemoryDataModule(split, 32).holdout_dataloader()) == 60
+    with pytest.raises(ConfigError, match="dataset.val_split must be in"):
+        load_data("synthetic", "unused", seed=1, val_split=300, **opts)

@@ -24,3 +24,17 @@ def test_truncated_svd_is_best_rank_r_and_norms_follow_spectrum():
     a, b, s = truncated_svd(w, 100)
     assert torch.allclose(a @ b, w, atol=1e-12)
     assert float(truncation_curves(s)[0][30]) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_random_usv_is_the_official_dlrt_start():
+    """Orthonormal U, V; S diagonal with |N(0,1)| values sorted descending; the same seed, the same draw."""
+    from tnbench.functional.lowrank import random_usv
+
+    u, s, v = random_usv(50, 500, 25, torch.Generator().manual_seed(3), torch.float64)
+    assert u.shape == (50, 25) and v.shape == (500, 25) and s.shape == (25, 25)
+    assert torch.allclose(u.T @ u, torch.eye(25, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(v.T @ v, torch.eye(25, dtype=torch.float64), atol=1e-12)
+    d = torch.diagonal(s)
+    assert torch.equal(s, torch.diag(d)) and (d >= 0).all() and torch.equal(d, d.sort(descending=True).values)
+    again = random_usv(50, 500, 25, torch.Generator().manual_seed(3), torch.float64)
+    assert all(torch.equal(a, b) for a, b in zip((u, s, v), again))

@@ -60,3 +60,25 @@ def test_dlrt_record_carries_both_counts(tmp_path):
     assert rec["layer_params_compressed"] == stored
     assert rec["compression_rate"] == pytest.approx(100 * (1 - stored / 425_500))
     assert rec["compression_rate_paper"] > rec["compression_rate"]
+
+
+def test_official_settings_start_at_half_the_smaller_side_from_random_orthonormal_factors():
+    model = build_model("lenet5_dlrt", in_channels=1, image_size=28, num_classes=10)
+    method = build_method(method_cfg("dlrt", layers=LENET_LAYERS, r_min=2, rank_cap="half", rank_init="cap",
+                                     init="random", init_seed=5))
+    reports = method.compress(model)
+    assert [r.ranks for r in reports] == [[10], [25], [250]]  # floor(min(20, 25)/2), floor(50/2), floor(500/2)
+    # the integrator truncates to the cap and augments to twice it (the official buffers)
+    assert method.caps == {"features.0": (10, 20), "features.3": (25, 50), "classifier.0": (250, 500)}
+    assert method.callbacks()[0].caps == method.caps
+    for _, layer in method.layers:
+        for mode in layer.modes:
+            u = layer.factor(mode).detach().double()
+            assert torch.allclose(u.T @ u, torch.eye(u.shape[1], dtype=torch.float64), atol=1e-5)
+        s = layer.core.detach()
+        d = torch.diagonal(s)
+        assert torch.equal(s, torch.diag(d)) and torch.equal(d, d.sort(descending=True).values)
+    with raises_one_line("method.rank_cap must be one of r_max, half"):
+        build_method(method_cfg("dlrt", rank_cap="third"))
+    with raises_one_line("method.init must be one of decompose, random"):
+        build_method(method_cfg("dlrt", init="hosvd"))

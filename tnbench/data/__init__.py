@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from tnbench.config import DatasetConfig, option_names
 from tnbench.data.tensors import TensorData, subset_indices
+from tnbench.errors import ConfigError
 from tnbench.registry import Registry
 
 # A builder takes (data_dir, download, seed, **options) and returns the full TensorData; its
@@ -71,13 +72,15 @@ def load_data(
     test_subset: Optional[int] = None,
     seed: int = 0,
     augment: Optional[bool] = None,
+    val_split: Optional[int] = None,
     **options: Any,
 ) -> TensorData:
     """Load dataset ``name`` into CPU tensors.
 
     ``train_subset``/``test_subset`` keep a seeded random subset (None or 0: all).  ``seed`` also
     seeds the synthetic dataset.  ``augment`` overrides the dataset's default (on for CIFAR).
-    Remaining ``options`` go to the dataset builder.
+    ``val_split`` moves that many (seeded, random) training examples, after the subset, to a
+    validation split. Remaining ``options`` go to the dataset builder.
     """
     builder = DATASETS.get(name)  # unknown names fail here, before touching the disk
     data = builder(os.path.expanduser(str(data_dir)), bool(download), seed=seed, **options)
@@ -89,6 +92,11 @@ def load_data(
         data = dataclasses.replace(data, test_x=data.test_x[test], test_y=data.test_y[test])
     if augment is not None:
         data = dataclasses.replace(data, augment=bool(augment))
+    if val_split:
+        try:
+            data = data.split_validation(int(val_split), seed)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     return data
 
 
@@ -96,7 +104,8 @@ def load_section(section: Any, seed: int) -> TensorData:
     """The dataset a (typed) `dataset` config section describes."""
     return load_data(section.name, data_dir=section.data_dir, download=section.download,
                      train_subset=section.train_subset or None, test_subset=section.test_subset or None,
-                     seed=seed, augment=section.augment, **builder_options(section))
+                     seed=seed, augment=section.augment, val_split=section.get("val_split") or None,
+                     **builder_options(section))
 
 
 __all__ = ["DATASETS", "TensorData", "builder_options", "config_class", "dataset", "geometry", "load_data",

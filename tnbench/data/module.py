@@ -12,9 +12,10 @@ from tnbench.data.tensors import TensorData
 class InMemoryDataModule(lightning.LightningDataModule):
     """Serves a TensorData from device memory to a Lightning Trainer.
 
-    Validation and test both use the *test* split (unshuffled, unaugmented): the compression
-    papers this benchmark reproduces report test accuracy, and there is no separate validation
-    split to tune on.  Keep that in mind before using val metrics for model selection.
+    Lightning's validation and test both use the *test* split (unshuffled, unaugmented): the
+    compression papers this benchmark reproduces report test accuracy. A validation split carved
+    from the training set (`dataset.val_split`) is served apart (`holdout_dataloader`), for
+    model selection without looking at the test split.
     """
 
     def __init__(
@@ -70,6 +71,16 @@ class InMemoryDataModule(lightning.LightningDataModule):
                 epoch_fn=self._trainer_epoch,
             )
         return self._train_loader
+
+    def holdout_dataloader(self) -> Optional[InMemoryLoader]:
+        """The validation split carved from the training set (`dataset.val_split`), unshuffled and
+        unaugmented; None without one. Lightning never sees it: model selection reads it
+        (tnbench.pipeline.selection)."""
+        d = self.data
+        if d.val_x is None or d.val_y is None:
+            return None
+        return InMemoryLoader(d.val_x, d.val_y, self.eval_batch_size, shuffle=False, augment=False, mean=d.mean,
+                              std=d.std, seed=self.seed, channels_last=self.channels_last)
 
     def val_dataloader(self) -> InMemoryLoader:
         return self._eval_loader()

@@ -25,6 +25,9 @@ class TensorData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: bool
+    # a validation split carved from the training set (`dataset.val_split`), for model selection
+    val_x: Optional[torch.Tensor] = None
+    val_y: Optional[torch.Tensor] = None
 
     @property
     def in_channels(self) -> int:
@@ -36,14 +39,27 @@ class TensorData:
         return int(self.train_x.shape[2])
 
     def to(self, device: torch.device | str) -> TensorData:
-        """A copy with all four tensors on ``device`` (the original is left where it was)."""
+        """A copy with all tensors on ``device`` (the original is left where it was)."""
         return dataclasses.replace(
             self,
             train_x=self.train_x.to(device),
             train_y=self.train_y.to(device),
             test_x=self.test_x.to(device),
             test_y=self.test_y.to(device),
+            val_x=None if self.val_x is None else self.val_x.to(device),
+            val_y=None if self.val_y is None else self.val_y.to(device),
         )
+
+    def split_validation(self, n: int, seed: int) -> TensorData:
+        """A copy whose training split gives up a seeded random `n` examples to a validation split
+        (the DLRT protocol: 50k / 10k of MNIST's 60k training images)."""
+        total = len(self.train_y)
+        if not 0 < n < total:
+            raise ValueError(f"dataset.val_split must be in [1, {total - 1}] (training examples: {total}), got {n}")
+        perm = torch.randperm(total, generator=torch.Generator().manual_seed(seed + 7_919))
+        val, train = perm[:n].sort().values, perm[n:].sort().values
+        return dataclasses.replace(self, train_x=self.train_x[train], train_y=self.train_y[train],
+                                   val_x=self.train_x[val], val_y=self.train_y[val])
 
 
 def subset_indices(n: int, k: Optional[int], seed: int) -> Optional[torch.Tensor]:

@@ -44,3 +44,22 @@ def low_rank_params(m: int, n: int, rank: int) -> int:
 def max_useful_rank(m: int, n: int) -> int:
     """Largest rank at which two factors are still smaller than the m x n matrix."""
     return max(0, math.ceil(m * n / (m + n)) - 1)
+
+
+def random_orthonormal(n: int, r: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Tensor:
+    """n x r with orthonormal columns, Haar-distributed: QR of a Gaussian matrix with the signs of
+    R's diagonal moved into Q."""
+    q, rr = torch.linalg.qr(torch.randn(n, r, generator=generator, dtype=torch.float64))
+    signs = torch.sign(torch.diagonal(rr))
+    signs[signs == 0] = 1.0
+    return (q * signs).to(dtype)
+
+
+def random_usv(m: int, n: int, r: int, generator: torch.Generator,
+               dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor]:
+    """The official DLRT code's starting point of a rank-r layer W = U S V^T (m x n): random
+    orthonormal U (m x r) and V (n x r), S = diag of |N(0, 1)| draws sorted descending."""
+    u = random_orthonormal(m, r, generator, dtype)
+    v = random_orthonormal(n, r, generator, dtype)
+    s = torch.randn(r, generator=generator, dtype=torch.float64).abs().sort(descending=True).values
+    return u, torch.diag(s).to(dtype), v

@@ -4,19 +4,37 @@ Each selected layer is W = U S V^T with orthonormal U, V and a small core S: Lin
 `TuckerLinear` (the two-mode case), Conv2d layers matricized OUT x (IN*KH*KW) as `USVConv2d`.
 The K/L-steps augment U and V, the S-step trains S, and the truncation keeps one rank r per
 layer, the smallest with ||sigma[r:]|| <= tau ||sigma|| for the singular values sigma of S
-(tnbench.methods.families.integrator). DLRT integrates every step (adapt_every 1) and its published
-ranks go down to 2, hence r_min 1.
+(tnbench.methods.families.integrator). DLRT integrates every step (adapt_every 1).
+
+Two sets of settings (papers.md section 2; `method=dlrt_official` is the second):
+- ours (the defaults): r_min 1, every layer capped by r_max 400, start at rank 50, factors from
+  the truncated SVD of the weights the method is given (pretrained, or the random initial ones).
+- the official code's: r_min 2, each layer capped at half its smaller side
+  (`rank_cap=half`: 10, 25, 250 for the DLRT LeNet-5), start at the cap (`rank_init=cap`),
+  random orthonormal U, V and S = diag of sorted |N(0,1)| (`init=random`), augmenting to twice
+  the rank (buffers of twice the cap). Its model selection (best validation loss on a 50k/10k
+  split) is the pipeline's `pipeline.select=best_val_loss` with `dataset.val_split`.
+Not reproduced: the official truncation ignores the last singular value of the augmented S and
+keeps the rank when no j qualifies; ours is the plain tau rule above.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
+from tnbench.config import check_choice
 from tnbench.functional.counting import DLRT as DLRT_RULE
+from tnbench.functional.lowrank import random_usv
+from tnbench.functional.tucker import clamp_rank
 from tnbench.layers.tucker import TuckerLayer, TuckerLinear, USVConv2d
 from tnbench.methods import METHODS
+from tnbench.methods.base import LayerReport
 from tnbench.methods.families.rank_adaptive import RankAdaptiveConfig, RankAdaptiveMethod
+
+RANK_CAPS = ("r_max", "half")
+INITS = ("decompose", "random")
 
 
 @dataclass
@@ -25,6 +43,13 @@ class DLRTConfig(RankAdaptiveConfig):
     r_min: int = 1
     r_max: int = 400
     adapt_every: int = 1
+    # r_max: every layer capped by r_max; half: floor(min(OUT, IN*KH*KW) / 2), the official code's
+    # cap (and still at most r_max)
+    rank_cap: str = "r_max"
+    # decompose: truncated SVD of the weights given; random: the official code's random
+    # orthonormal U, V and S = diag(sorted |N(0,1)|), drawn from init_seed
+    init: str = "decompose"
+    init_seed: int = 0
 
 
 @METHODS.register("dlrt")
@@ -33,9 +58,44 @@ class DLRT(RankAdaptiveMethod):
     tie = True
     count_rule = DLRT_RULE  # the published table counts r(OUT+1) per layer + the dense layers
 
+    def validate(self) -> None:
+        super().validate()
+        check_choice("method.rank_cap", self.cfg.rank_cap, RANK_CAPS)
+        check_choice("method.init", self.cfg.init, INITS)
+
+    def cap(self, rows: int, cols: int) -> int:
+        """The most a layer's rank may be (rows x cols, the matricized weight)."""
+        side = min(rows, cols)
+        return max(1, min(self.cfg.r_max, side // 2 if self.cfg.rank_cap == "half" else side))
+
+    def layer_caps(self, layer: nn.Module) -> tuple[int, int] | None:
+        if self.cfg.rank_cap == "r_max":
+            return None
+        rows, cols = layer.weight.shape[0], layer.weight[0].numel()
+        cap = self.cap(rows, cols)
+        return cap, 2 * cap  # the official code augments to 2r within buffers of twice the cap
+
+    def start(self, rows: int, cols: int) -> int:
+        cap = self.cap(rows, cols)
+        if self.rank_init_spec() == "cap":
+            return clamp_rank(cap, self.cfg.r_min, cap, cap)
+        return min(self.start_rank(rows), self.start_rank(cols), cap)
+
+    def compress(self, model: nn.Module) -> list[LayerReport]:
+        self.generator = torch.Generator().manual_seed(self.cfg.init_seed)
+        return super().compress(model)
+
     def factorize(self, layer: nn.Module) -> TuckerLayer:
         rows, cols = layer.weight.shape[0], layer.weight[0].numel()
-        rank = min(self.start_rank(rows), self.start_rank(cols))
-        if isinstance(layer, nn.Conv2d):
-            return USVConv2d.from_dense(layer, rank)[0]
-        return TuckerLinear.from_dense(layer, rank)[0]
+        rank = self.start(rows, cols)
+        if self.cfg.init == "decompose":
+            if isinstance(layer, nn.Conv2d):
+                return USVConv2d.from_dense(layer, rank)[0]
+            return TuckerLinear.from_dense(layer, rank)[0]
+        w = layer.weight.detach()
+        new = (USVConv2d(layer, rank) if isinstance(layer, nn.Conv2d) else TuckerLinear(layer, rank))
+        new = new.to(device=w.device, dtype=w.dtype)
+        u, s, v = random_usv(rows, cols, rank, self.generator, w.dtype)
+        bias = layer.bias.detach() if layer.bias is not None else None
+        new._load_decomposition(s.to(w.device), {0: u.to(w.device), 1: v.to(w.device)}, bias)
+        return new

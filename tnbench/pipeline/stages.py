@@ -27,6 +27,7 @@ from tnbench.pipeline.failpoints import failpoint
 from tnbench.pipeline.metrics import compression_summary, count_params, count_weights, record_flops, recovery_epochs
 from tnbench.pipeline.progress import compress_progress
 from tnbench.pipeline.resume import EpochCheckpoint, checkpoint_path, load_state, save_state
+from tnbench.pipeline.selection import ModelSelection
 from tnbench.pipeline.trainer import finish_logger, log_curve, make_logger, make_trainer
 from tnbench.reporting.console import console, print_summary, stage_banner
 from tnbench.reporting.records import write_record
@@ -210,13 +211,23 @@ def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, i
     dm.reseed(cfg.seed + 1)
     t0 = time.perf_counter()
     accs: list[float] = []
+    holdout = dm.holdout_dataloader()
+    selector = ModelSelection(holdout, keep_best=cfg.pipeline.select == "best_val_loss") \
+        if holdout is not None and cfg.pipeline.retrain_epochs > 0 else None
     if cfg.pipeline.retrain_epochs > 0:
         accs = fit(run, module, dm, "retrain", cfg.pipeline.retrain_epochs, cfg.pipeline.retrain_optimizer,
-                   callbacks=method.callbacks())
+                   callbacks=[*method.callbacks(), *([selector] if selector else [])])
     rec["time_retrain_s"] = time.perf_counter() - t0
     rec["retrain_history"] = accs
     rec["acc_retrained"] = accs[-1] if accs else rec["acc_compressed"]
     rec["acc_retrained_best"] = max(accs) if accs else rec["acc_compressed"]
+    selected = len(accs)
+    if selector is not None:
+        rec["val_history"] = selector.history
+        if selector.keep_best:  # the run ends with (and describes) the selected model
+            selected = selector.restore_best(module.model) or selected
+    rec["selected_epoch"] = selected
+    rec["acc_selected"] = accs[selected - 1] if selected else rec["acc_compressed"]
     rec["recovery_epochs"] = recovery_epochs(rec["acc_pretrain"], rec["acc_compressed"], accs,
                                              cfg.pipeline.recovery_tolerance)
     final = method.describe(module.model)

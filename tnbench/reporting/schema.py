@@ -71,6 +71,12 @@ FIELDS: tuple[Field, ...] = (
        header="acc retrained", digits=2),
     _f("acc_retrained_best", "float", "best test accuracy over the retrain epochs", RUN, TABLE, unit="%",
        header="acc best", digits=2),
+    _f("acc_selected", "float", "test accuracy of the model the run ends with: the last retrain epoch's, or with "
+       "pipeline.select=best_val_loss the epoch of lowest validation-split loss (DLRT's protocol)", RUN, TABLE,
+       unit="%", header="acc selected", digits=2),
+    _f("selected_epoch", "int", "the retrain epoch of that model (0: no retraining)", RUN, TABLE, header="sel ep"),
+    _f("val_history", "list", "with dataset.val_split: loss and accuracy on the validation split after each "
+       "retrain epoch"),
     _f("recovery_epochs", "int", "first retrain epoch whose test accuracy is at least acc_pretrain - "
        "recovery_tolerance; 0 if compression stayed within it; null if never reached", RUN, TABLE, BRIEF,
        header="recovery ep"),

@@ -82,8 +82,12 @@ class RankAdaptiveIntegrator(L.Callback):
 
     def __init__(self, layers: list[tuple[str, TuckerLayer]], tau: float, r_min: int, r_max: int,
                  adapt_every: int, tie: bool = False, history: list[dict[str, Any]] | None = None,
-                 loss_fn: Callable[[L.LightningModule, Any], Tensor] = cross_entropy_loss) -> None:
+                 loss_fn: Callable[[L.LightningModule, Any], Tensor] = cross_entropy_loss,
+                 caps: dict[str, tuple[int, int]] | None = None) -> None:
         self.layers = layers
+        # per layer name, its own (truncation cap, augmentation cap) instead of r_max for both
+        # (DLRT's official code: half the smaller side, augmenting to twice that)
+        self.caps = caps or {}
         self.tau, self.r_min, self.r_max, self.adapt_every, self.tie = tau, r_min, r_max, adapt_every, tie
         self.history = history if history is not None else []
         self.loss_fn = loss_fn
@@ -111,12 +115,13 @@ class RankAdaptiveIntegrator(L.Callback):
 
     def augment(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
         grads = iter(self.basis_gradients(trainer, pl_module, batch))
-        for _, layer in self.layers:
+        for name, layer in self.layers:
             moves = {}
+            limit = self.caps[name][1] if name in self.caps else self.r_max
             for mode in layer.modes:
                 u, g = layer.factor(mode), next(grads)
                 old = u.data
-                columns = augmented_rank(old.shape[1], layer.mode_size(mode), self.r_max)
+                columns = augmented_rank(old.shape[1], layer.mode_size(mode), limit)
                 new = augment_basis(old, torch.zeros_like(old) if g is None else g.detach(), columns)
                 moves[layer.axis(mode)] = (new.double().T @ old.double()).to(old.dtype)
                 set_param(u, new)
@@ -124,10 +129,11 @@ class RankAdaptiveIntegrator(L.Callback):
         self.window_open, self.steps_in_window = True, 0
 
     def truncate(self, trainer: L.Trainer) -> None:
-        for _, layer in self.layers:
+        for name, layer in self.layers:
             axes = [layer.axis(m) for m in layer.modes]
             sizes = {layer.axis(m): layer.mode_size(m) for m in layer.modes}
-            bases, _ = truncation_bases(layer.core.data, axes, self.tau, self.r_min, self.r_max, sizes, self.tie)
+            cap = self.caps[name][0] if name in self.caps else self.r_max
+            bases, _ = truncation_bases(layer.core.data, axes, self.tau, self.r_min, cap, sizes, self.tie)
             for mode in layer.modes:
                 u = layer.factor(mode)
                 set_param(u, u.data @ bases[layer.axis(mode)])

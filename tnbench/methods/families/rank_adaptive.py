@@ -30,7 +30,7 @@ class RankAdaptiveConfig(MethodConfig):
     tau: float = 0.1  # relative truncation tolerance, in (0, 1)
     r_min: int = 7  # ranks are clamped to [r_min, r_max], each capped at the mode size
     r_max: int = 100
-    rank_init: Any = 50  # starting rank: an integer, or a fraction (0, 1] of each mode size
+    rank_init: Any = 50  # starting rank: an integer, a fraction (0, 1] of each mode size, or `cap` (the cap)
     adapt_every: int = 10  # optimizer steps per augment -> train -> truncate window
 
 
@@ -47,6 +47,7 @@ class RankAdaptiveMethod(Method):
         self.layers: list[tuple[str, TuckerLayer]] = []
         self.reports: list[LayerReport] = []
         self.history: list[dict[str, Any]] = []
+        self.caps: dict[str, tuple[int, int]] = {}
 
     def validate(self) -> None:
         c = self.cfg
@@ -58,10 +59,12 @@ class RankAdaptiveMethod(Method):
             raise ConfigError(f"method.r_min ({c.r_min}) must be <= method.r_max ({c.r_max})")
         if c.adapt_every < 1:
             raise ConfigError(f"method.adapt_every must be >= 1, got {c.adapt_every}")
+        if self.rank_init_spec() == "cap":
+            return
         try:
             resolve_rank(self.rank_init_spec(), 1)
         except ValueError:
-            raise ConfigError(f"method.rank_init must be an integer >= 1 or a fraction in (0, 1]; "
+            raise ConfigError(f"method.rank_init must be an integer >= 1, a fraction in (0, 1] or cap; "
                               f"got {self.rank_init_spec()!r}") from None
         if isinstance(self.rank_init_spec(), int) and not c.r_min <= self.rank_init_spec() <= c.r_max:
             raise ConfigError(f"method.rank_init ({self.rank_init_spec()}) must lie in [r_min, r_max] = "
@@ -73,7 +76,14 @@ class RankAdaptiveMethod(Method):
         return int(rank) if rank is not None else self.cfg.rank_init
 
     def start_rank(self, size: int) -> int:
-        return clamp_rank(resolve_rank(self.rank_init_spec(), size), self.cfg.r_min, self.cfg.r_max, size)
+        spec = self.rank_init_spec()
+        wanted = self.cfg.r_max if spec == "cap" else resolve_rank(spec, size)
+        return clamp_rank(wanted, self.cfg.r_min, self.cfg.r_max, size)
+
+    def layer_caps(self, layer: nn.Module) -> tuple[int, int] | None:
+        """A layer's own (truncation cap, augmentation cap), where they differ from r_max for every
+        layer (None: r_max, tnbench.methods.families.integrator)."""
+        return None
 
     def factorize(self, layer: nn.Module) -> TuckerLayer:
         """The factored replacement of one Conv2d/Linear at the starting ranks."""
@@ -83,9 +93,12 @@ class RankAdaptiveMethod(Method):
         reports: list[LayerReport] = []
         self.layers, self.reports = [], reports
         self.history.clear()
+        self.caps.clear()
         for name, layer, kind in ungrouped_layers(model, self.cfg.layers, reports):
             w = layer.weight.detach()
             new = self.factorize(layer)
+            if (caps := self.layer_caps(layer)) is not None:
+                self.caps[name] = caps
             with torch.no_grad():
                 approx = new.dense_weight()
             for mode in new.modes:
@@ -104,7 +117,7 @@ class RankAdaptiveMethod(Method):
     def callbacks(self) -> list[Any]:
         c = self.cfg
         return [RankAdaptiveIntegrator(self.layers, c.tau, c.r_min, c.r_max, c.adapt_every, tie=self.tie,
-                                       history=self.history)]
+                                       history=self.history, caps=self.caps or None)]
 
     def describe(self, model: nn.Module) -> list[LayerReport] | None:
         """The layers as retraining left them. norm_loss and relative_error stay those of the
