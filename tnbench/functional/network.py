@@ -178,19 +178,48 @@ def dense(net: Network, nodes: Sequence[Tensor], output: Sequence[str]) -> Tenso
     return contract(net.legs, output, nodes)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A contraction expression with its operands' label sizes: what tnbench.functional.cost
+    prices (`steps` are the pairwise einsum steps in the order they run)."""
+    expr: Any
+    sizes: dict[str, int]
+
+    @property
+    def steps(self) -> list[str]:
+        return [step[2] for step in self.expr.contraction_list]
+
+
+def label_sizes(eq: str, shapes: Sequence[Sequence[int]]) -> dict[str, int]:
+    return {c: int(d) for op, shape in zip(eq.split("->")[0].split(","), shapes) for c, d in zip(op, shape)}
+
+
+def dense_plan(net: Network, node_shapes: Sequence[Sequence[int]], output: Sequence[str]) -> Plan:
+    """The plan `dense` runs for nodes of these shapes."""
+    eq = equation(net.legs, output)
+    shapes = tuple(tuple(s) for s in node_shapes)
+    return Plan(expression(eq, shapes), label_sizes(eq, shapes))
+
+
+def apply_plan(net: Network, node_shapes: Sequence[Sequence[int]], x_shape: Sequence[int], x_legs: Sequence[str],
+               output: Sequence[str], batch: Sequence[str]) -> Plan:
+    """The plan `apply` runs for an input of `x_shape`: opt_einsum's order for this batch size,
+    never forming a node-only intermediate as large as the dense weight (`apply_expression`)."""
+    eq = equation([tuple(x_legs), *net.legs], tuple(output))
+    shapes = (tuple(x_shape), *(tuple(s) for s in node_shapes))
+    sym = symbols([tuple(x_legs), *net.legs, tuple(output)])
+    sizes = dict(zip(x_legs, x_shape))
+    for legs, shape in zip(net.legs, node_shapes):
+        sizes.update(zip(legs, shape))
+    weight_size = math.prod(sizes[l] for l in output if l not in batch) * math.prod(
+        sizes[l] for l in x_legs if l not in batch)
+    expr = apply_expression(eq, shapes, "".join(sym[b] for b in batch), weight_size)
+    return Plan(expr, label_sizes(eq, shapes))
+
+
 def apply(net: Network, nodes: Sequence[Tensor], x: Tensor, x_legs: Sequence[str], output: Sequence[str],
           batch: Sequence[str]) -> Tensor:
     """Contract input `x` (axes `x_legs`) with the network; `batch` labels are x's batch axes.
     Open legs of size 1 not named anywhere else are summed, which is harmless."""
-    eq = equation([tuple(x_legs), *net.legs], tuple(output))
-    shapes = (tuple(x.shape), *(tuple(t.shape) for t in nodes))
-    sym = symbols([tuple(x_legs), *net.legs, tuple(output)])
-    sizes = dict(zip(x_legs, x.shape))
-    for legs, t in zip(net.legs, nodes):
-        sizes.update(zip(legs, t.shape))
-    weight_size = math.prod(sizes[l] for l in output if l not in batch) * math.prod(
-        sizes[l] for l in x_legs if l not in batch)
-    expr = apply_expression(eq, shapes, "".join(sym[b] for b in batch), weight_size)
-    return expr(x, *nodes, backend="torch")
-
-
+    plan = apply_plan(net, [tuple(t.shape) for t in nodes], tuple(x.shape), x_legs, output, batch)
+    return plan.expr(x, *nodes, backend="torch")

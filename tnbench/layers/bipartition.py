@@ -9,7 +9,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from tnbench.functional import cost
 from tnbench.functional.bipartition import bipartition_conv2d, fold, matrix_shape, truncate
+from tnbench.functional.conv import conv2d
+from tnbench.layers.implementation import CostSwitch
 from tnbench.layers.lowrank import LowRankConv2d
 
 
@@ -24,7 +27,7 @@ def factorizable(conv: nn.Conv2d) -> str | None:
     return None
 
 
-class BipartitionConv2d(nn.Module):
+class BipartitionConv2d(CostSwitch):
     """Conv2d whose kernel is fold(left @ right) along `cut` (any cut but OUT)."""
 
     def __init__(self, conv: nn.Conv2d, cut: str, rank: int) -> None:
@@ -64,9 +67,16 @@ class BipartitionConv2d(nn.Module):
     def weight_params(self) -> int:
         return self.left.numel() + self.right.numel()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def factorized_forward(self, x: Tensor) -> Tensor:
         return bipartition_conv2d(x, self.left, self.right, self.cut, self.kernel_shape, self.bias,
                                   self.stride, self.padding, self.dilation)
+
+    def dense_forward(self, x: Tensor, weight: Tensor) -> Tensor:
+        return conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def implementation_costs(self, x_shape: tuple[int, ...]) -> cost.Costs:
+        return cost.bipartition_conv(x_shape[0], x_shape[2:], self.kernel_shape, self.cut, self.left.shape[1],
+                                     self.stride, self.padding, self.dilation)
 
     def extra_repr(self) -> str:
         o, i, kh, kw = self.kernel_shape

@@ -25,6 +25,7 @@ from tnbench.functional.brickwall import (
     skew_orthogonal,
     weight_layout,
 )
+from tnbench.layers.implementation import cached, drop_cache
 
 GATE_INITS = ("near_identity", "random")
 
@@ -101,10 +102,14 @@ class BrickWallGenerator(nn.Module):
     def forward(self) -> Tensor:
         if self._sharing and self._shared is not None:
             return self._shared
-        out = self.scale * self.circuit()
+        out = cached(self, lambda: self.scale * self.circuit())  # at inference: once until the gates change
         if self._sharing:
             self._shared = out
         return out
+
+    def train(self, mode: bool = True) -> BrickWallGenerator:
+        drop_cache(self)
+        return super().train(mode)
 
     def begin_sharing(self) -> None:
         self._sharing, self._shared = True, None

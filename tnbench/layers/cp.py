@@ -6,11 +6,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tnbench.functional.conv import pair
+from tnbench.functional import cost
+from tnbench.functional.conv import conv2d, pair
 from tnbench.functional.cp import cp_conv2d, cp_decompose, cp_kernel
+from tnbench.layers.implementation import CostSwitch
 
 
-class CPConv2d(nn.Module):
+class CPConv2d(CostSwitch):
     """A Conv2d stored as CP factors of rank `rank`; see the module docstring."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], rank: int,
@@ -58,8 +60,15 @@ class CPConv2d(nn.Module):
     def weight_params(self) -> int:
         return sum(f.numel() for f in self.factors)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def factorized_forward(self, x: Tensor) -> Tensor:
         return cp_conv2d(x, self.factors, self.bias, self.stride, self.padding, self.dilation)
+
+    def dense_forward(self, x: Tensor, weight: Tensor) -> Tensor:
+        return conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def implementation_costs(self, x_shape: tuple[int, ...]) -> cost.Costs:
+        return cost.cp_conv(x_shape[0], x_shape[2:], self.kernel_shape, self.out_factor.shape[1], self.stride,
+                            self.padding, self.dilation)
 
     def extra_repr(self) -> str:
         o, i, kh, kw = self.kernel_shape

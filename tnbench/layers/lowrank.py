@@ -1,13 +1,19 @@
 """Matrix low-rank layers: W (OUT x IN[*KH*KW]) = A @ B, run as two smaller layers."""
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tnbench.functional import cost
+from tnbench.functional.conv import conv2d
 from tnbench.functional.lowrank import matricize_conv, truncated_svd
+from tnbench.layers.implementation import CostSwitch
 
 
-class LowRankLinear(nn.Module):
+class LowRankLinear(CostSwitch):
     """y = A (B x) + bias: Linear(in, rank, no bias) then Linear(rank, out)."""
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True) -> None:
@@ -41,11 +47,18 @@ class LowRankLinear(nn.Module):
     def weight_params(self) -> int:
         return self.first.weight.numel() + self.second.weight.numel()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def factorized_forward(self, x: Tensor) -> Tensor:
         return self.second(self.first(x))
 
+    def dense_forward(self, x: Tensor, weight: Tensor) -> Tensor:
+        return F.linear(x, weight, self.second.bias)
 
-class LowRankConv2d(nn.Module):
+    def implementation_costs(self, x_shape: tuple[int, ...]) -> cost.Costs:
+        return cost.lowrank_linear(math.prod(x_shape[:-1]), self.first.in_features, self.second.out_features,
+                                   self.first.out_features)
+
+
+class LowRankConv2d(CostSwitch):
     """Conv(IN -> rank, KHxKW, the original stride/padding) then a 1x1 conv (rank -> OUT)."""
 
     def __init__(self, conv: nn.Conv2d, rank: int) -> None:
@@ -85,5 +98,20 @@ class LowRankConv2d(nn.Module):
     def weight_params(self) -> int:
         return self.first.weight.numel() + self.second.weight.numel()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def factorized_forward(self, x: Tensor) -> Tensor:
         return self.second(self.first(x))
+
+    def dense_forward(self, x: Tensor, weight: Tensor) -> Tensor:
+        c = self.first
+        if c.padding_mode != "zeros":
+            x = F.pad(x, c._reversed_padding_repeated_twice, mode=c.padding_mode)
+            return conv2d(x, weight, self.second.bias, c.stride, 0, c.dilation)
+        return conv2d(x, weight, self.second.bias, c.stride, c.padding, c.dilation)
+
+    def implementation_costs(self, x_shape: tuple[int, ...]) -> cost.Costs:
+        c = self.first
+        return cost.lowrank_conv(x_shape[0], x_shape[2:], self.dense_weight_shape(), c.out_channels, c.stride,
+                                 c.padding, c.dilation)
+
+    def dense_weight_shape(self) -> tuple[int, ...]:
+        return (self.second.out_channels, *self.first.weight.shape[1:])

@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tnbench.functional.network import Network, apply
+from tnbench.functional import cost
+from tnbench.functional.conv import conv2d
+from tnbench.functional.network import Network, apply, apply_plan, dense_plan
 from tnbench.functional.peps import peps_network, peps_shapes, peps_to_dense
 from tnbench.functional.tt import (
     in_legs,
@@ -33,9 +35,10 @@ from tnbench.functional.tt import (
     tt_matrix_shapes,
     tt_matrix_to_dense,
 )
+from tnbench.layers.implementation import CostSwitch
 
 
-class TensorizedLayer(nn.Module):
+class TensorizedLayer(CostSwitch):
     """What the tensorized layers share: nodes in network order, the network, the factors."""
 
     layout = ""
@@ -66,6 +69,22 @@ class TensorizedLayer(nn.Module):
 
     def dense_weight(self) -> Tensor:
         raise NotImplementedError
+
+    def dense_legs(self) -> list[str]:
+        """The open legs in the order `dense_weight` contracts the network to."""
+        raise NotImplementedError
+
+    def dense_forward(self, x: Tensor, weight: Tensor) -> Tensor:  # the Linear layers; TTConv2d has its own
+        return F.linear(x, weight, self.bias)
+
+    def implementation_costs(self, x_shape: tuple[int, ...]) -> cost.Costs:  # the Linear layers
+        rows = math.prod(x_shape[:-1])
+        shapes = [tuple(c.shape) for c in self.cores]
+        applied = apply_plan(self.net, shapes, (rows, *self.in_factors), ["batch", *in_legs(self.n)],
+                             ["batch", *out_legs(self.n)], ["batch"])
+        rebuilt = dense_plan(self.net, shapes, self.dense_legs())
+        return cost.network_linear(rows, self.in_features, self.out_features, applied.steps, applied.sizes,
+                                   rebuilt.steps, rebuilt.sizes)
 
     def extra_repr(self) -> str:
         return f"{self.layout}, out={self.out_factors}, in={self.in_factors}, bonds={self.bonds()}"
@@ -111,7 +130,10 @@ class TTLinear(TensorizedLayer):
     def dense_weight(self) -> Tensor:
         return tt_matrix_to_dense(self.nodes())
 
-    def forward(self, x: Tensor) -> Tensor:
+    def dense_legs(self) -> list[str]:
+        return ["b0", *out_legs(self.n), *in_legs(self.n), f"b{self.n}"]
+
+    def factorized_forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
         x = x.reshape(-1, *self.in_factors)
         y = apply(self.net, self.nodes(), x, ["batch", *in_legs(self.n)], ["batch", *out_legs(self.n)], ["batch"])
@@ -166,7 +188,28 @@ class TTConv2d(TensorizedLayer):
     def dense_weight(self) -> Tensor:
         return tt_matrix_to_dense(self.nodes()).reshape(self.out_channels, self.in_channels, *self.kernel_size)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def dense_legs(self) -> list[str]:
+        return ["b0", *out_legs(self.n + 1), *in_legs(self.n + 1), f"b{self.n + 1}"]
+
+    def dense_forward(self, x: Tensor, weight: Tensor) -> Tensor:
+        if self.padding_mode != "zeros":
+            return conv2d(F.pad(x, self._reversed_padding, mode=self.padding_mode), weight, self.bias, self.stride,
+                          0, self.dilation)
+        return conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def implementation_costs(self, x_shape: tuple[int, ...]) -> cost.Costs:
+        batch, hw = x_shape[0], x_shape[2:]
+        shapes = [tuple(c.shape) for c in self.cores]
+        rank = shapes[-1][0]
+        h, w = cost.conv_geometry(hw, self.kernel_size, self.stride, self.padding, self.dilation)
+        channel = apply_plan(self._channel_net, shapes[: self.n], (batch, *self.in_factors, rank, h, w),
+                             ["batch", *in_legs(self.n), f"b{self.n}", "h", "w"], ["batch", *out_legs(self.n), "h", "w"],
+                             ["batch", "h", "w"])
+        rebuilt = dense_plan(self.net, shapes, self.dense_legs())
+        return cost.tt_conv(batch, hw, (self.out_channels, self.in_channels, *self.kernel_size), rank, channel.steps,
+                            channel.sizes, rebuilt.steps, rebuilt.sizes, self.stride, self.padding, self.dilation)
+
+    def factorized_forward(self, x: Tensor) -> Tensor:
         spatial = self.cores[-1]
         rank = spatial.shape[0]
         filters = spatial.reshape(rank, 1, *self.kernel_size).repeat(self.in_channels, 1, 1, 1)
@@ -214,7 +257,10 @@ class PEPSLinear(TensorizedLayer):
     def dense_weight(self) -> Tensor:
         return peps_to_dense(self.nodes(), self.rows, self.cols)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def dense_legs(self) -> list[str]:
+        return [*out_legs(self.n), *in_legs(self.n), *(l for l in self.net.open_legs if l[0] in "hv")]
+
+    def factorized_forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
         x = x.reshape(-1, *self.in_factors)
         y = apply(self.net, self.nodes(), x, ["batch", *in_legs(self.n)], ["batch", *out_legs(self.n)], ["batch"])

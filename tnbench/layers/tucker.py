@@ -16,14 +16,17 @@ All three expose the same small interface (`modes`, `factor(mode)`, `axis(mode)`
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tnbench.functional.conv import pointwise
+from tnbench.functional import cost
+from tnbench.functional.conv import conv2d, pointwise
 from tnbench.functional.tucker import hosvd, tucker_to_tensor
+from tnbench.layers.implementation import CostSwitch
 
 CONV_MODES = ("out", "in", "kh", "kw")
 LINEAR_MODES = ("out", "in")
@@ -43,7 +46,7 @@ def set_param(param: nn.Parameter, value: Tensor) -> None:
     param.grad = None
 
 
-class TuckerLayer(nn.Module):
+class TuckerLayer(CostSwitch):
     """What the Tucker layers share: a core, factors `u_<mode>`, and bookkeeping."""
 
     mode_names: tuple[str, ...] = ()
@@ -159,7 +162,17 @@ class TuckerConv2d(TuckerLayer):
     def dense_weight(self) -> Tensor:
         return self._tucker_weight()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def dense_forward(self, x: Tensor, weight: Tensor) -> Tensor:
+        if self.padding_mode != "zeros":
+            return conv2d(F.pad(x, self._pad, mode=self.padding_mode), weight, self.bias, self.stride, 0,
+                          self.dilation)
+        return conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def implementation_costs(self, x_shape: tuple[int, ...]) -> cost.Costs:
+        ranks = {m: self.factor(m).shape[1] for m in self.modes}
+        return cost.tucker_conv(x_shape[0], x_shape[2:], self.shape, ranks, self.stride, self.padding, self.dilation)
+
+    def factorized_forward(self, x: Tensor) -> Tensor:
         if "in" in self.modes:
             x = pointwise(x, self.u_in.t())
         bias_last = "out" in self.modes
@@ -200,7 +213,14 @@ class TuckerLinear(TuckerLayer):
     def dense_weight(self) -> Tensor:
         return self._tucker_weight()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def dense_forward(self, x: Tensor, weight: Tensor) -> Tensor:
+        return F.linear(x, weight, self.bias)
+
+    def implementation_costs(self, x_shape: tuple[int, ...]) -> cost.Costs:
+        ranks = {m: self.factor(m).shape[1] for m in self.modes}
+        return cost.tucker_linear(math.prod(x_shape[:-1]), self.shape[1], self.shape[0], ranks)
+
+    def factorized_forward(self, x: Tensor) -> Tensor:
         if "in" in self.modes:
             x = x @ self.u_in
         if "out" in self.modes:
@@ -243,7 +263,17 @@ class USVConv2d(TuckerLayer):
     def dense_weight(self) -> Tensor:
         return self._tucker_weight().reshape(self.shape[0], *self.kernel_shape)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def dense_forward(self, x: Tensor, weight: Tensor) -> Tensor:
+        if self.padding_mode != "zeros":
+            return conv2d(F.pad(x, self._pad, mode=self.padding_mode), weight, self.bias, self.stride, 0,
+                          self.dilation)
+        return conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def implementation_costs(self, x_shape: tuple[int, ...]) -> cost.Costs:
+        return cost.usv_conv(x_shape[0], x_shape[2:], (self.shape[0], *self.kernel_shape), self.u_out.shape[1],
+                             self.u_in.shape[1], self.stride, self.padding, self.dilation)
+
+    def factorized_forward(self, x: Tensor) -> Tensor:
         kernel = self.u_in.t().reshape(-1, *self.kernel_shape)
         if self.padding_mode != "zeros":
             x = F.pad(x, self._pad, mode=self.padding_mode)

@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from tnbench.functional.counting import paper_count
+from tnbench.layers.implementation import forced
 
 
 def count_params(model: nn.Module) -> int:
@@ -29,12 +30,14 @@ def count_flops(model: nn.Module, input_shape: Sequence[int], batch_size: int = 
     counted as executed. The batch matters for tensor-network layers: work that does not scale
     with the batch (contracting cores into a weight, generating weights from gates) is shared by
     the batch's examples, and a contraction order chosen for one example can cost more per
-    example than the one chosen for a batch. Values are rounded to whole FLOPs."""
+    example than the one chosen for a batch. Factorized layers count their factorized form even
+    where they would run their rebuilt dense weight (tnbench.layers.implementation): the count
+    is the compression's FLOPs, not the switch's. Values are rounded to whole FLOPs."""
     was_training = model.training
     model.eval()
     p = next(model.parameters())
     x = torch.zeros(batch_size, *input_shape, device=p.device, dtype=p.dtype)
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter, forced("factorized"):
         model(x)
     model.train(was_training)
     counts = counter.get_flop_counts()

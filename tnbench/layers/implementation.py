@@ -1,0 +1,120 @@
+"""How a factorized layer runs its forward pass: factorized, or through its rebuilt dense weight.
+
+`CostSwitch` is the base of every factorized layer. Its `forward` asks the layer's cost model
+(`implementation_costs`, built from tnbench.functional.cost) which form is cheaper for this
+input shape and runs `factorized_forward(x)` or `dense_forward(x, weight)`. The choice is
+cached per (input shape, device, parameter shapes, whether the dense weight is cached), so it
+is made once per shape and is static for a given shape: torch.export / ONNX tracing sees one
+branch.
+
+At inference (eval mode, no autograd, not tracing) the rebuilt dense weight is cached and
+reused until a parameter changes (in place, as an optimizer step or load_state_dict does, or
+replaced); with it cached the reconstructed form costs only the dense op.
+
+`layer.implementation` ("auto", "factorized", "reconstructed") pins a layer's choice;
+`forced(name)` pins every layer's within a block (tests, and FLOP counting, which counts the
+factorized form: `forced("factorized")` also bypasses the inference cache).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from tnbench.functional.cost import Costs, choose, machine_for
+
+CHOICES = ("auto", "factorized", "reconstructed")
+_forced: list[str] = []
+
+
+@contextmanager
+def forced(implementation: str) -> Iterator[None]:
+    """Every CostSwitch layer runs `implementation` inside the block (no inference cache)."""
+    if implementation not in CHOICES[1:]:
+        raise ValueError(f"implementation must be one of {', '.join(CHOICES[1:])}; got {implementation!r}")
+    _forced.append(implementation)
+    try:
+        yield
+    finally:
+        _forced.pop()
+
+
+def tracing() -> bool:
+    """Inside torch.compile / torch.export / jit tracing: nothing may be cached on the module."""
+    return bool(torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing())
+
+
+def parameter_state(module: nn.Module) -> tuple:
+    """Changes whenever a parameter of `module` does: in-place updates bump `_version`,
+    replacing `.data` changes the storage or the shape."""
+    return tuple((id(p), p.data_ptr(), p._version, tuple(p.shape), p.dtype) for p in module.parameters())
+
+
+def may_cache(module: nn.Module) -> bool:
+    """Whether this pass may cache a rebuilt weight: inference, not tracing, not forced."""
+    return not (module.training or torch.is_grad_enabled() or _forced or tracing())
+
+
+def cached(module: nn.Module, build) -> Tensor:  # noqa: ANN001
+    """`build()`, reused between inference passes of `module` until one of its parameters changes."""
+    if not may_cache(module):
+        return build()
+    state = parameter_state(module)
+    cache = module.__dict__.get("_weight_cache")
+    if cache is None or cache[0] != state:
+        cache = (state, build())
+        module.__dict__["_weight_cache"] = cache
+    return cache[1]
+
+
+def drop_cache(module: nn.Module) -> None:
+    module.__dict__.pop("_weight_cache", None)
+
+
+class CostSwitch(nn.Module):
+    """Base of the factorized layers; subclasses define `factorized_forward`, `dense_forward`,
+    `dense_weight` and `implementation_costs`."""
+
+    implementation: str = "auto"
+
+    def factorized_forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def dense_forward(self, x: Tensor, weight: Tensor) -> Tensor:
+        """The dense layer's op on `weight` (bias and layer options included)."""
+        raise NotImplementedError
+
+    def dense_weight(self) -> Tensor:
+        raise NotImplementedError
+
+    def implementation_costs(self, x_shape: tuple[int, ...]) -> Costs:
+        raise NotImplementedError
+
+    def chosen_implementation(self, x: Tensor) -> str:
+        if _forced:
+            return _forced[-1]
+        if self.implementation != "auto":
+            if self.implementation not in CHOICES:
+                raise ValueError(f"implementation must be one of {', '.join(CHOICES)}; got {self.implementation!r}")
+            return self.implementation
+        cached = may_cache(self)
+        key = (tuple(x.shape), x.device.type, cached, tuple(tuple(p.shape) for p in self.parameters()))
+        table = self.__dict__.setdefault("_choices", {})
+        if key not in table:
+            table[key] = choose(self.implementation_costs(tuple(x.shape)), machine_for(x.device.type), cached)
+        return table[key]
+
+    def inference_weight(self) -> Tensor:
+        """The dense weight; cached between inference passes until a parameter changes."""
+        return cached(self, self.dense_weight)
+
+    def train(self, mode: bool = True) -> CostSwitch:
+        drop_cache(self)  # no stale dense copy held through training
+        return super().train(mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.chosen_implementation(x) == "factorized":
+            return self.factorized_forward(x)
+        return self.dense_forward(x, self.inference_weight())
