@@ -4,7 +4,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tnbench.functional.approximation import rank_for_energy, rank_for_norm_loss, rank_for_rel_error, truncation_curves
+from tnbench.functional.approximation import (
+    correlation_loss,
+    energy_norm_loss,
+    norm_loss_energy,
+    rank_for_energy,
+    rank_for_norm_loss,
+    rank_for_rel_error,
+    truncation_curves,
+    truncation_losses,
+)
 from tnbench.functional.bipartition import CUTS, spectrum, truncated_kernel
 
 
@@ -33,3 +42,35 @@ def test_rank_for_norm_loss_is_within_one_singular_value(target):
         assert float(1 - wt.norm() / w.norm()) == pytest.approx(float(losses[r]), abs=1e-10)
         e = rank_for_rel_error(s, target)
         assert errors[e] <= target + 1e-12 and (e == 1 or errors[e - 1] > target)
+
+
+def test_both_norm_loss_forms_and_correlation_loss_on_a_known_spectrum():
+    # singular values 4, 2, 2, 1: ||W||^2 = 16 + 4 + 4 + 1 = 25, ||W|| = 5
+    s = torch.tensor([4.0, 2.0, 2.0, 1.0], dtype=torch.float64)
+    losses = truncation_losses(s)
+    # keeping the top 1: ||W_t|| = 4 -> norm loss 1 - 4/5, energy 1 - 16/25, error sqrt(9/25), 3 of 4 discarded
+    assert float(losses["norm_loss"][1]) == pytest.approx(0.2)
+    assert float(losses["norm_loss_energy"][1]) == pytest.approx(0.36)
+    assert float(losses["relative_error"][1]) == pytest.approx(0.6)
+    assert float(losses["correlation_loss"][1]) == pytest.approx(0.75)
+    # keeping the top 3: ||W_t||^2 = 24
+    assert float(losses["norm_loss"][3]) == pytest.approx(1 - 24 ** 0.5 / 5)
+    assert float(losses["norm_loss_energy"][3]) == pytest.approx(1 / 25)
+    assert float(losses["correlation_loss"][3]) == pytest.approx(0.25)
+    assert [float(losses[k][0]) for k in ("norm_loss", "norm_loss_energy", "correlation_loss")] == [1, 1, 1]
+    assert [float(losses[k][4]) for k in ("norm_loss", "norm_loss_energy", "correlation_loss")] == [0, 0, 0]
+    # for an SVD truncation the energy form is the squared relative error
+    assert torch.allclose(losses["norm_loss_energy"], losses["relative_error"] ** 2)
+    assert energy_norm_loss(0.5) == pytest.approx(0.75)  # "50% norm loss" is 75% of the energy
+    assert correlation_loss(2, 8) == pytest.approx(0.75)
+    with pytest.raises(ValueError):
+        correlation_loss(3, 2)
+
+
+def test_energy_form_from_tensors_matches_the_spectrum():
+    torch.manual_seed(0)
+    w = torch.randn(6, 5, dtype=torch.float64)
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    wt = u[:, :2] @ torch.diag(s[:2]) @ vh[:2]
+    assert norm_loss_energy(w, wt) == pytest.approx(float(truncation_losses(s)["norm_loss_energy"][2]))
+    assert norm_loss_energy(w, wt) == pytest.approx(1 - float((s[:2] ** 2).sum() / (s ** 2).sum()))

@@ -1,10 +1,11 @@
 """Run metrics (tnbench.pipeline.metrics)."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
-from tnbench.pipeline.metrics import count_flops, record_flops, recovery_epochs
+from tnbench.pipeline.metrics import compression_summary, count_flops, record_flops, recovery_epochs
 
 
 def test_recovery_epochs_definition():
@@ -48,3 +49,17 @@ def test_record_flops_fills_both_batches_per_layer():
     assert rec["flops_dense_b1"] == 2 * 12 * 5 + 2 * 5 * 4 + 2 * 5 * 2 * 4
     record_flops(rec, model, (12,), "compressed")
     assert rec["flops_layers"]["1"] == {"dense": 60, "dense_b1": 120, "compressed": 60, "compressed_b1": 120}
+
+
+def test_compression_summary_records_both_norm_loss_forms_and_correlation_loss():
+    layers = [{"name": "a", "compressed": True, "weight_params_dense": 100, "weight_params_compressed": 40,
+               "norm_loss": 0.2, "relative_error": 0.6, "ranks": [1], "extra": {"correlation_loss": 0.75}},
+              {"name": "b", "compressed": True, "weight_params_dense": 100, "weight_params_compressed": 60,
+               "norm_loss": 0.5, "relative_error": 0.87, "ranks": [2], "extra": {"correlation_loss": 0.5}}]
+    s = compression_summary(300, 200, layers)
+    assert s["norm_loss"] == {"layers": {"a": 0.2, "b": 0.5}, "mean": pytest.approx(0.35)}
+    assert s["norm_loss_energy"]["layers"] == {"a": pytest.approx(0.36), "b": pytest.approx(0.75)}
+    assert s["norm_loss_energy"]["mean"] == pytest.approx((0.36 + 0.75) / 2)
+    assert s["correlation_loss"] == {"layers": {"a": 0.75, "b": 0.5}, "mean": pytest.approx(0.625)}
+    # methods without a bipartition (no correlation_loss in their reports) record none
+    assert "correlation_loss" not in compression_summary(300, 200, [{**l, "extra": {}} for l in layers])

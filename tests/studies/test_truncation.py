@@ -26,15 +26,31 @@ def test_study_command_writes_table_and_plots(tmp_path):
     assert set(zip(svd.cut, svd.target, svd.layers)) == {(c, t, s) for c in ("out", "kh") for t in (0.1, 0.5)
                                                           for s in settings}
     assert (svd.norm_loss <= svd.target + 1e-9).all() and svd.accuracy.between(0, 100).all()
+    # both norm-loss forms and the correlation loss; single layers: energy = 1 - (1 - norm loss)^2
+    single = svd[svd.layers != "all"]
+    assert ((1 - (1 - single.norm_loss) ** 2 - single.norm_loss_energy).abs() < 1e-9).all()
+    assert (svd.norm_loss_energy >= svd.norm_loss - 1e-12).all() and svd.correlation_loss.between(0, 1).all()
+    ranks = single.ranks.astype(int)
+    assert ((1 - ranks / single.max_ranks.astype(int) - single.correlation_loss).abs() < 1e-9).all()
     assert list(table[table.method == "cp"].layers) == settings
     spectra = pd.read_csv(out / "spectra.csv")
     assert set(spectra.cut) == {"out", "kh"} and set(spectra.layer) == set(settings[:2])
     # the out cut of features.3 (16 x 6*5*5) has 16 singular values
     assert len(spectra[(spectra.layer == "features.3") & (spectra.cut == "out")]) == 16
-    for name in ("accuracy_by_cut.png", "accuracy_vs_relative_error.png", "accuracy_by_layer.png",
+    for name in ("accuracy_by_cut.png", "accuracy_vs_energy_norm_loss.png", "accuracy_vs_relative_error.png", "accuracy_by_layer.png",
                  "accuracy_vs_compression.png", "spectra.png", "norm_loss_vs_params.png", "depth_summary.png",
                  "tolerated_norm_loss.csv", "study.json"):
         assert (out / name).stat().st_size > 0, name
+    # a table written before the energy form and correlation loss were recorded gets them back from
+    # its own ranks and spectra.csv, without re-evaluating
+    table.drop(columns=["norm_loss_energy", "correlation_loss"]).to_csv(out / "truncation.csv", index=False)
+    spectra.drop(columns=["norm_loss_energy_keeping_k", "correlation_loss_keeping_k"]).to_csv(out / "spectra.csv",
+                                                                                              index=False)
+    main(["dataset=synthetic", f"paths.results_dir={tmp_path}", "--plots-only"])
+    expected = table.copy()  # except for CP over several layers (its per-layer norm losses are not in the table)
+    expected.loc[(expected.method == "cp") & (expected.layers == "all"), "norm_loss_energy"] = float("nan")
+    pd.testing.assert_frame_equal(pd.read_csv(out / "truncation.csv"), expected, check_exact=False)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "spectra.csv"), spectra, check_exact=False)
 
 
 def test_study_rejects_bad_grid_in_one_line(tmp_path):

@@ -2,7 +2,7 @@
 reconstruction. Layers (tnbench.layers) own parameters and call these; methods
 (tnbench.methods) decide what to factorize and report.
 
-  approximation  norm loss, relative error, ranks for a target (one definition each)
+  approximation  norm loss (both forms), relative error, correlation loss, ranks for a target
   lowrank        matrix SVD truncation (square-root split), matricized convs
   bipartition    the seven cuts of a conv kernel, their conv chains
   tucker         mode products, HOSVD, the rank-adaptive integrator's basis algebra

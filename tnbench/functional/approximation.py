@@ -1,7 +1,18 @@
 """How far an approximation W' is from the weight W: the definitions used everywhere.
 
-  norm loss       = 1 - ||W'||_F / ||W||_F      (papers.md section 1 leaves it open; ours)
-  relative error  = ||W - W'||_F / ||W||_F
+  norm loss         = 1 - ||W'||_F / ||W||_F      (papers.md section 1 leaves it open; ours)
+  norm loss, energy = 1 - ||W'||_F^2 / ||W||_F^2  (the squared reading: the share of the
+                      kernel's energy discarded; = 1 - (1 - norm loss)^2)
+  relative error    = ||W - W'||_F / ||W||_F
+  correlation loss  = 1 - r / n: the share of the correlations across a bipartition (its n
+                      singular values, n = the smaller side of the unfolding) that a rank-r
+                      truncation discards
+
+arXiv 2403.14379 reports a "norm loss" and a "correlation loss" without a formula in our
+material (papers.md, seed summary): the two norm-loss forms above are both kept so that its
+"~50% norm loss costs little" can be read either way (norm loss 0.5 is energy 0.75; energy 0.5
+is norm loss 0.29), and the correlation loss is our reading of "correlations" as the singular
+values of the cut (Schmidt coefficients), counted rather than weighted.
 
 For an SVD truncation keeping the top r singular values s, ||W'||^2 = sum(s[:r]^2) and
 ||W - W'||^2 = sum(s[r:]^2): `truncation_curves` gives both for every r from the spectrum
@@ -32,6 +43,34 @@ def relative_error(dense: Tensor, approx: Tensor) -> float:
     if total == 0.0:
         return 0.0
     return float(torch.linalg.vector_norm(d - approx.detach().double().reshape(d.shape))) / total
+
+
+def energy_norm_loss(norm_loss_value: float) -> float:
+    """The energy form 1 - ||W'||^2 / ||W||^2 of a norm loss 1 - ||W'|| / ||W||."""
+    kept = 1.0 - norm_loss_value
+    return 1.0 - kept * kept
+
+
+def norm_loss_energy(dense: Tensor, approx: Tensor) -> float:
+    """1 - ||approx||^2 / ||dense||^2 (0 for an all-zero dense tensor). For an SVD truncation
+    (an orthogonal projection) it equals relative_error^2."""
+    return energy_norm_loss(norm_loss(dense, approx))
+
+
+def correlation_loss(rank: int, full_rank: int) -> float:
+    """Share of a bipartition's `full_rank` singular values that keeping `rank` discards."""
+    if full_rank < 1 or not 0 <= rank <= full_rank:
+        raise ValueError(f"rank must be in [0, {full_rank}] with full_rank >= 1, got rank {rank}")
+    return 1.0 - rank / full_rank
+
+
+def truncation_losses(s: Tensor) -> dict[str, Tensor]:
+    """Every loss of keeping the top r singular values of `s`, for r = 0..len(s): `norm_loss`,
+    `norm_loss_energy`, `relative_error`, `correlation_loss`."""
+    losses, errors = truncation_curves(s)
+    n = s.numel()
+    return {"norm_loss": losses, "norm_loss_energy": 1.0 - (1.0 - losses) ** 2, "relative_error": errors,
+            "correlation_loss": 1.0 - torch.arange(n + 1, dtype=torch.float64) / max(n, 1)}
 
 
 def truncation_curves(s: Tensor) -> tuple[Tensor, Tensor]:

@@ -14,7 +14,9 @@ tnbench.functional.bipartition for the seven cuts), SVD-truncated and stored
 How much is cut, first match wins: `method.rank` (bipartition rank), `method.rel_error`
 (smallest rank with ||W - W_trunc|| / ||W|| <= tolerance), else `method.norm_loss` (smallest
 rank with 1 - ||W_trunc|| / ||W|| <= target; the paper's axis). Setting both rank and
-rel_error is an error.
+rel_error is an error. Each layer's report (and the record) also carries the energy form of
+the norm loss, 1 - ||W_trunc||^2 / ||W||^2, and the correlation loss, 1 - rank / (number of
+singular values of the cut): definitions in tnbench.functional.approximation.
 
 Layers (`method.layers`): all | all_but_first_last | a list of names (tnbench.methods.base
 semantics), or the depth presets `shallow` / `deep`: the first / second half of the model's
@@ -32,7 +34,7 @@ from torch import nn
 
 from tnbench.config import MethodConfig
 from tnbench.errors import ConfigError
-from tnbench.functional.approximation import rank_for_norm_loss, rank_for_rel_error, truncation_curves
+from tnbench.functional.approximation import rank_for_norm_loss, rank_for_rel_error, truncation_losses
 from tnbench.functional.bipartition import CUTS, factorized_params, fold, unfold
 from tnbench.functional.lowrank import split_factors, svd
 from tnbench.layers import LowRankLinear
@@ -105,12 +107,14 @@ class SVDTruncation(Method):
     def _report(self, name: str, kind: str, w: torch.Tensor, cut: str, rank: int, s: torch.Tensor,
                 params_factorized: int, factorized: bool, note: str) -> LayerReport:
         target_kind, target = self.target()
-        losses, errors = truncation_curves(s)
+        losses = truncation_losses(s)
         return LayerReport(
             name, kind, list(w.shape), [rank], w.numel(), params_factorized if factorized else w.numel(),
-            norm_loss=float(losses[rank]), relative_error=float(errors[rank]), note=note,
+            norm_loss=float(losses["norm_loss"][rank]), relative_error=float(losses["relative_error"][rank]), note=note,
             extra={"cut": cut, "max_rank": s.numel(), "factorized": factorized, "target": target_kind,
-                   "target_value": target, "params_factorized": params_factorized},
+                   "target_value": target, "params_factorized": params_factorized,
+                   "norm_loss_energy": float(losses["norm_loss_energy"][rank]),
+                   "correlation_loss": float(losses["correlation_loss"][rank])},
         )
 
     @torch.no_grad()

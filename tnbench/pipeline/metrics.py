@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from tnbench.functional.approximation import energy_norm_loss
 from tnbench.functional.counting import paper_count
 from tnbench.layers.implementation import forced
 
@@ -66,6 +67,10 @@ def record_flops(rec: dict[str, Any], model: nn.Module, input_shape: Sequence[in
         per_layer.setdefault(n, {}).update({which: at_batch["layers"][n], f"{which}_b1": at_one["layers"][n]})
 
 
+def _with_mean(per_layer: dict[str, float]) -> dict[str, Any]:
+    return {"layers": per_layer, "mean": sum(per_layer.values()) / len(per_layer) if per_layer else 0.0}
+
+
 def compression_summary(params_dense: int, params_compressed: int, layers: list[dict[str, Any]],
                         count_rule: str | None = None, weights_dense: int | None = None) -> dict[str, Any]:
     """Whole-model ratio (dense / compressed, all parameters) and our layer-level rate: percent
@@ -77,6 +82,9 @@ def compression_summary(params_dense: int, params_compressed: int, layers: list[
     dense_w = sum(l["weight_params_dense"] for l in done)
     comp_w = sum(l["weight_params_compressed"] for l in done)
     losses = {l["name"]: l["norm_loss"] for l in done}
+    energy = {name: energy_norm_loss(v) for name, v in losses.items()}
+    correlation = {l["name"]: l["extra"]["correlation_loss"] for l in done
+                   if "correlation_loss" in (l.get("extra") or {})}
     return {
         "params_dense": params_dense,
         "params_compressed": params_compressed,
@@ -85,7 +93,9 @@ def compression_summary(params_dense: int, params_compressed: int, layers: list[
         "compression_rate": 100.0 * (1.0 - comp_w / dense_w) if dense_w else 0.0,
         "layer_params_dense": dense_w,
         "layer_params_compressed": comp_w,
-        "norm_loss": {"layers": losses, "mean": sum(losses.values()) / len(losses) if losses else 0.0},
+        "norm_loss": _with_mean(losses),
+        "norm_loss_energy": _with_mean(energy),
+        **({"correlation_loss": _with_mean(correlation)} if correlation else {}),
         "relative_error": {l["name"]: l["relative_error"] for l in done},
         "ranks": {l["name"]: l["ranks"] for l in layers},
         **(paper_count(count_rule, layers, weights_dense) if count_rule and weights_dense else {}),

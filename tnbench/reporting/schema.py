@@ -28,6 +28,10 @@ def _norm_loss_mean(rec: dict[str, Any]) -> Any:
     return (rec.get("norm_loss") or {}).get("mean")
 
 
+def _norm_loss_energy_mean(rec: dict[str, Any]) -> Any:
+    return (rec.get("norm_loss_energy") or {}).get("mean")
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
@@ -96,6 +100,12 @@ FIELDS: tuple[Field, ...] = (
     _f("norm_loss", "dict", "per layer 1 - ||W_trunc||_F / ||W||_F (`layers`) and their `mean`"),
     _f("norm_loss_mean", "float", "mean norm loss over the compressed layers (derived from `norm_loss`)", RUN,
        TABLE, header="norm loss", digits=3, derive=_norm_loss_mean),
+    _f("norm_loss_energy", "dict", "per layer the energy form 1 - ||W_trunc||_F^2 / ||W||_F^2 = 1 - (1 - "
+       "norm loss)^2 (`layers`) and their `mean`"),
+    _f("norm_loss_energy_mean", "float", "mean energy-form norm loss over the compressed layers (derived from "
+       "`norm_loss_energy`)", RUN, TABLE, header="energy loss", digits=3, derive=_norm_loss_energy_mean),
+    _f("correlation_loss", "dict", "svd_truncation: per layer the share of the cut's singular values discarded, "
+       "1 - rank / their number (`layers`), and their `mean`"),
     _f("relative_error", "dict", "per layer ||W - W_trunc||_F / ||W||_F"),
     _f("ranks", "dict", "per layer, the ranks (bond dimensions) of its factorized form", RUN),
     _f("layers", "list", "per selected layer: kind, shape, ranks, dense and compressed weights, norm loss, "

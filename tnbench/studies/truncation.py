@@ -18,12 +18,14 @@ accuracy; points that truncate nothing take the dense accuracy.
 
 Outputs (default <paths.results_dir>/studies/truncation_<model>_<dataset>/):
   truncation.csv          one row per (method, cut, target, layers): ranks, achieved norm loss
-                          and relative error, parameters, accuracy, accuracy drop
+                          (both forms), correlation loss and relative error, parameters,
+                          accuracy, accuracy drop (tnbench.studies.truncation_tables)
   spectra.csv             singular values of every conv along every cut, with the norm loss and
                           parameter share of keeping the top k
   tolerated_norm_loss.csv per cut and layer setting, the largest grid norm loss whose accuracy
                           (and that of every smaller one) stays within --threshold points
   accuracy_by_cut.png      accuracy vs achieved norm loss, a panel per cut, a line per layer
+  accuracy_vs_energy_norm_loss.png  the same against the energy form 1 - ||W_t||^2 / ||W||^2
   accuracy_vs_relative_error.png  the same against the achieved relative error
   accuracy_by_layer.png    the same, a panel per layer setting, a line per cut
   accuracy_vs_compression.png  accuracy vs the weights the factorized form removes, per setting
@@ -36,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
@@ -50,13 +51,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from tnbench.functional.approximation import truncation_curves
-from tnbench.functional.bipartition import CUTS, factorized_params, spectrum
+from tnbench.functional.bipartition import CUTS
 from tnbench.methods import METHODS, build_method
 from tnbench.methods.base import compressible_layers
+from tnbench.studies.truncation_tables import ALL, backfill, row, spectra_frame, tolerated
 
 DEFAULT_NORM_LOSSES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-ALL = "all"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -158,23 +158,6 @@ def layer_table(model: nn.Module, include_linear: bool) -> list[tuple[str, nn.Mo
     return [(n, m) for n, m in compressible_layers(model) if isinstance(m, kinds)]
 
 
-def spectra_frame(layers: list[tuple[str, nn.Module]], cuts: list[str]) -> pd.DataFrame:
-    rows = []
-    for depth, (name, layer) in enumerate(layers):
-        w = layer.weight.detach()
-        for cut in cuts if w.ndim == 4 else ["out"]:
-            s = spectrum(w, cut) if w.ndim == 4 else torch.linalg.svdvals(w.double())
-            losses = truncation_curves(s)[0]
-            for k in range(1, s.numel() + 1):
-                params = factorized_params(tuple(w.shape), cut, k) if w.ndim == 4 else k * sum(w.shape)
-                rows.append({"layer": name, "depth": depth, "shape": "x".join(map(str, w.shape)), "cut": cut,
-                             "k": k, "max_rank": s.numel(), "singular_value": float(s[k - 1]),
-                             "normalized": float(s[k - 1] / s[0]) if s[0] > 0 else 0.0,
-                             "norm_loss_keeping_k": float(losses[k]), "rank_fraction": k / s.numel(),
-                             "params_fraction": params / w.numel()})
-    return pd.DataFrame(rows)
-
-
 class Sweep:
     """Restore -> truncate with a real method -> evaluate, with the memo described above."""
 
@@ -226,38 +209,6 @@ class Sweep:
         return acc, reports, True
 
 
-def row(method: str, cut: str, target_kind: str, target: float, setting: str, depth: Any, reports: list,
-        acc: float, dense_acc: float, evaluated: bool) -> dict[str, Any]:
-    dense = sum(r.weight_params_dense for r in reports)
-    fact = sum(min(r.extra.get("params_factorized", r.weight_params_dense), r.weight_params_dense) for r in reports)
-    losses = [r.norm_loss for r in reports]
-    return {
-        "method": method, "cut": cut, "target_kind": target_kind, "target": target, "layers": setting,
-        "depth": depth, "n_layers": len(reports),
-        "ranks": "/".join(str(r.ranks[0]) for r in reports),
-        "max_ranks": "/".join(str(r.extra.get("max_rank", "")) for r in reports),
-        "norm_loss": sum(losses) / len(losses), "norm_loss_max": max(losses),
-        "relative_error": sum(r.relative_error for r in reports) / len(reports),
-        "params_dense": dense, "params_factorized": fact, "compression_rate": 100.0 * (1 - fact / dense),
-        "accuracy": acc, "accuracy_dense": dense_acc, "accuracy_drop": dense_acc - acc, "evaluated": evaluated,
-    }
-
-
-def tolerated(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Per (cut, layers): the largest target norm loss such that it and every smaller target lose
-    at most `threshold` points."""
-    out = []
-    svd = table[table.method == "svd"]
-    for (cut, setting), g in svd.groupby(["cut", "layers"], sort=False):
-        g = g.sort_values("target")
-        ok = (g.accuracy_drop <= threshold).to_numpy()
-        n = len(ok) if ok.all() else int(ok.argmin())
-        out.append({"cut": cut, "layers": setting, "depth": g.depth.iloc[0],
-                    "tolerated_norm_loss": float(g.target.iloc[n - 1]) if n else 0.0,
-                    "drop_at_0.5": float(g[g.target == 0.5].accuracy_drop.iloc[0]) if (g.target == 0.5).any() else math.nan})
-    return pd.DataFrame(out)
-
-
 def summarize(table: pd.DataFrame, spectra: pd.DataFrame, out: Path, threshold: float) -> list[Path]:
     """tolerated_norm_loss.csv and every plot, from the two tables."""
     tol = tolerated(table, threshold)
@@ -276,6 +227,9 @@ def replot(out: Path, threshold: float) -> Path:
         table, spectra = pd.read_csv(out / "truncation.csv"), pd.read_csv(out / "spectra.csv")
     except OSError:
         raise ConfigError(f"--plots-only needs truncation.csv and spectra.csv in {out}; run the study first") from None
+    table, spectra = backfill(table, spectra)
+    spectra.to_csv(out / "spectra.csv", index=False)
+    table.to_csv(out / "truncation.csv", index=False)
     plots = summarize(table, spectra, out, threshold)
     meta_path = out / "study.json"
     if meta_path.exists():
@@ -358,7 +312,11 @@ def run_study(args: argparse.Namespace) -> Path:
         "command": " ".join(["python -m tnbench.studies.truncation", *args.argv]),
         "paper": "arXiv:2403.14379",
         "model": cfg.model.name, "dataset": cfg.dataset.name,
-        "norm_loss_definition": "1 - ||W_trunc||_F / ||W||_F", "relative_error_definition": "||W - W_trunc||_F / ||W||_F",
+        "norm_loss_definition": "1 - ||W_trunc||_F / ||W||_F (the grid's target)",
+        "norm_loss_energy_definition": "1 - ||W_trunc||_F^2 / ||W||_F^2",
+        "correlation_loss_definition": "1 - rank / (number of singular values of the cut); ours, the paper's formula "
+                                       "is not in our material",
+        "relative_error_definition": "||W - W_trunc||_F / ||W||_F",
         "norm_losses": targets, "cuts": cuts, "cp_ranks": cp_ranks, "layers": names, "factorized": args.factorized,
         "eval_images": sum(len(y) for _, y in batches), "accuracy_dense_eval": sweep.dense_acc,
         "acc_pretrain_full_test": pre.get("acc_pretrain"), "pretrain_checkpoint": pre.get("pretrain_checkpoint"),

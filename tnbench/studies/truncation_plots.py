@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 ALL = "all"
-X_AXES = {"norm_loss": "norm loss 1 - ||W_t|| / ||W||", "relative_error": "relative error ||W - W_t|| / ||W||"}
+X_AXES = {"norm_loss": "norm loss 1 - ||W_t|| / ||W||", "norm_loss_energy": "norm loss, energy 1 - ||W_t||^2 / ||W||^2",
+          "relative_error": "relative error ||W - W_t|| / ||W||"}
 
 
 def _grid(n: int, sharey: bool = True) -> tuple[plt.Figure, Any]:
@@ -34,14 +35,16 @@ def _finish_grid(axes: Any, used: int, ylabel: str, legend_title: str) -> None:
 def accuracy_grids(table: pd.DataFrame, save: Callable[[plt.Figure, str], None], colour: Callable[[str], Any],
                    cut_colours: dict[str, Any]) -> None:
     """Accuracy against the truncation: a panel per cut with a line per layer setting (against
-    norm loss and relative error), then a panel per setting with a line per cut (against norm
+    the norm loss in both forms and the relative error), then a panel per setting with a line per cut (against norm
     loss, and against what the factorized form would save: cuts whose ranks cost very different
     numbers of parameters compared fairly)."""
     dense = float(table.accuracy_dense.iloc[0])
     settings = list(dict.fromkeys(table.layers))
     singles = [s for s in settings if s != ALL]
     cuts = list(dict.fromkeys(table.cut))
-    for x, name in (("norm_loss", "accuracy_by_cut.png"), ("relative_error", "accuracy_vs_relative_error.png")):
+    axes_files = [("norm_loss", "accuracy_by_cut.png"), ("norm_loss_energy", "accuracy_vs_energy_norm_loss.png"),
+                  ("relative_error", "accuracy_vs_relative_error.png")]
+    for x, name in [(x, n) for x, n in axes_files if x in table.columns]:
         fig, axes = _grid(len(cuts))
         for ax, cut in zip(axes.flat, cuts):
             for setting in settings:
