@@ -143,3 +143,64 @@ def plot_all(table: pd.DataFrame, spectra: pd.DataFrame, tol: pd.DataFrame, out:
     spectra_grids(spectra, save, cut_colours)
     depth_summary(table, tol, threshold, save, cut_colours)
     return written
+
+
+RECOVERY_AXES = (("norm_loss", X_AXES["norm_loss"]), ("norm_loss_energy", X_AXES["norm_loss_energy"]))
+SERIES_STYLE = {"dense": "-", "factorized": "--"}
+
+
+def recovery_plots(frame: pd.DataFrame, out: Path, title: str) -> list[Path]:
+    """The truncation recovery study (tnbench.studies.truncation_recovery): accuracy against
+    the achieved norm loss in both forms, right after truncation and after each retrain epoch
+    (darker = later), per series; and accuracy against the retrain epoch per target."""
+    written: list[Path] = []
+    if frame.empty:
+        return written
+    epochs = sorted(int(c.rsplit("_", 1)[1]) for c in frame.columns if c.startswith("acc_epoch_"))
+    stages = [("acc_compressed", "after truncation")] + [(f"acc_epoch_{e}", f"retrain epoch {e}") for e in epochs]
+    shades = plt.get_cmap("viridis")
+    dense_acc = float(frame.acc_pretrain.iloc[0])
+    control = frame[frame.series == "control"]
+    trunc = frame[frame.series != "control"]
+
+    def references(ax: Any) -> None:
+        ax.axhline(dense_acc, color="grey", ls=":", lw=1, label="dense, before truncation")
+        if len(control) and epochs:
+            ax.axhline(float(control[f"acc_epoch_{epochs[-1]}"].iloc[0]), color="black", ls="-.", lw=1,
+                       label=f"dense retrained {epochs[-1]} epochs (control)")
+
+    fig, axes = plt.subplots(1, len(RECOVERY_AXES), figsize=(6.5 * len(RECOVERY_AXES), 4.4), squeeze=False)
+    for ax, (x, xlabel) in zip(axes.flat, RECOVERY_AXES):
+        for (series, cut), g in trunc.groupby(["series", "cut"], sort=False):
+            g = g.sort_values(x)
+            for i, (col, label) in enumerate(stages):
+                ax.plot(g[x], g[col], "o" + SERIES_STYLE.get(series, "-"), ms=3, color=shades(i / max(len(stages) - 1, 1)),
+                        label=f"{series} ({cut}): {label}")
+        references(ax)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy (%)")
+    axes.flat[0].legend(fontsize=6, ncol=2)
+    fig.suptitle(title + " (solid: dense truncated, retrained dense; dashed: factorized)")
+    fig.tight_layout()
+    fig.savefig(out / "recovery.png", dpi=120)
+    plt.close(fig)
+    written.append(out / "recovery.png")
+
+    groups = list(trunc.groupby(["series", "cut"], sort=False))
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5 * max(len(groups), 1), 3.8), squeeze=False, sharey=True)
+    for ax, ((series, cut), g) in zip(axes.flat, groups):
+        for i, r in enumerate(g.sort_values("target").itertuples()):
+            accs = [getattr(r, col) for col, _ in stages]
+            ax.plot(range(len(accs)), accs, "o-", ms=3, color=shades(i / max(len(g) - 1, 1)),
+                    label=f"norm loss {r.norm_loss:.2f} (energy {r.norm_loss_energy:.2f})")
+        references(ax)
+        ax.set_title(f"{series}, cut {cut}")
+        ax.set_xlabel("retrain epoch (0: right after truncation)")
+        ax.legend(fontsize=6)
+    axes.flat[0].set_ylabel("test accuracy (%)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out / "recovery_epochs.png", dpi=120)
+    plt.close(fig)
+    written.append(out / "recovery_epochs.png")
+    return written
