@@ -183,6 +183,17 @@ class Method:
     # `compression_rate_paper` beside our stored count); None: no paper figure to compare with
     count_rule: str | None = None
 
+    # options of its section that cannot change its numbers: shared options it does not read
+    # (`rank` for a method without one) and speed or memory settings. They are left out of the
+    # run key (tnbench.pipeline.identity), so `-m method=none,svd method.rank=4,8` is 3 runs.
+    ignores: tuple[str, ...] = ()
+
+    @classmethod
+    def ignored(cls, cfg: Any) -> set[str]:
+        """`ignores`, plus options that this particular setting makes unread (override: e.g.
+        SVD with `energy` set does not read `rank`). `cfg` is the typed method section."""
+        return set(cls.ignores)
+
     def __init__(self, cfg: Any) -> None:
         # the composed config's `method` section is open; the method's own schema types it
         self.cfg = typed(cfg, self.config_class, "method") if isinstance(cfg, DictConfig) else cfg

@@ -18,6 +18,7 @@ class NoneConfig(MethodConfig):
 @METHODS.register("none")
 class NoCompression(Method):
     config_class = NoneConfig
+    ignores = ("rank", "layers")  # nothing is compressed
 
     def compress(self, model: nn.Module) -> list[LayerReport]:
         return []

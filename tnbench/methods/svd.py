@@ -40,6 +40,11 @@ class SVDConfig(MethodConfig):
 class SVDFactorization(Method):
     config_class = SVDConfig
 
+    @classmethod
+    def ignored(cls, cfg):
+        """With `energy` set, the rank comes from it and `rank` is not read."""
+        return super().ignored(cfg) | ({"rank"} if cfg.get("energy") is not None else set())
+
     def validate(self) -> None:
         rank, energy = self.cfg.rank, self.cfg.energy
         if energy is not None:

@@ -59,6 +59,12 @@ class TruncationConfig(MethodConfig):
 class SVDTruncation(Method):
     config_class = TruncationConfig
 
+    @classmethod
+    def ignored(cls, cfg: Any) -> set[str]:
+        """`rank` or `rel_error`, when set, wins over `norm_loss`."""
+        wins = cfg.get("rank") is not None or cfg.get("rel_error") is not None
+        return super().ignored(cfg) | ({"norm_loss"} if wins else set())
+
     def validate(self) -> None:
         c = self.cfg
         if c.cut not in CUTS:

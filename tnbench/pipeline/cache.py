@@ -1,14 +1,13 @@
 """The pretrain cache: dense checkpoints keyed by what determines them, verified on load.
 
-Key = hash of the dataset, model, pretrain settings and seed (not the method: every method
-that shares those starts from the same dense model). Entries are written atomically with a
+Key = `tnbench.pipeline.identity.pretrain_key`: the whole config minus what cannot change the
+dense model (not the method: every method that shares the rest starts from the same model). Entries are written atomically with a
 SHA-256 sidecar; loading uses `weights_only=True`, so a cache file can never run code. An
 entry whose checksum or contents do not verify is reported and rebuilt, never used.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -21,14 +20,6 @@ import torch
 from tnbench.errors import CheckpointError
 
 log = logging.getLogger(__name__)
-
-CACHE_VERSION = 1
-
-
-def pretrain_key(spec: dict[str, Any]) -> str:
-    blob = json.dumps({"version": CACHE_VERSION, **spec}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()

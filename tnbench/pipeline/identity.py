@@ -1,7 +1,19 @@
-"""A run's identity: the hash that names its directory and finds it again after a kill.
+"""A run's identity: the hashes that name its directory and its dense model in the cache.
+
+The rule: a key is a hash of the **whole** config, each section typed by its entry's schema,
+minus settings that cannot change a number the run reports. Those are listed here, each with
+the reason, and nowhere else (the README's "Run identity" repeats them; a test walks every
+leaf of the config and fails on one that changes no key without being listed):
+
+- `NOT_RESULTS`: left out of both keys (where files go, displays, speed knobs, `rerun`);
+- `NOT_PRETRAIN`: left out of the pretrain-cache key as well (what only acts after the dense
+  model exists: the method, retraining);
+- the method's own list (`Method.ignored`): options its section carries but it does not read
+  (`method=none` has the shared `rank`) or that only trade speed or memory.
 
 `run_key` is registered as the OmegaConf resolver `tnbench_key`, used by conf/config.yaml's
-`run_id`. Nothing here imports torch: Hydra resolves it while it composes.
+`run_id`. This module imports no torch at module level; the key needs the method's and the
+dataset's schemas, so resolving it loads their registries (as any run does anyway).
 """
 from __future__ import annotations
 
@@ -9,15 +21,127 @@ import hashlib
 import json
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+KEY_VERSION = 2  # changes every run directory name and cache entry: bump only with the rule
+
+NOT_RESULTS: dict[str, str] = {
+    "run_id": "the key itself",
+    "paths": "where results, caches and data live",
+    "logger": "where metrics are sent (W&B / CSV); the numbers are the same",
+    "dataset.data_dir": "where the data files are (the files themselves are checksummed)",
+    "dataset.download": "whether missing data may be fetched; the data are the same",
+    "trainer.progress": "the progress display",
+    "trainer.num_threads": "torch intra-op threads: speed (and at most the rounding of parallel reductions)",
+    "pipeline.rerun": "whether a finished run is done again",
+    "pipeline.keep_checkpoints": "whether epoch checkpoints are kept after the run",
+    "pipeline.pretrain_cache": "whether the dense model may come from the cache: a cached model is the same model",
+}
+
+NOT_PRETRAIN: dict[str, str] = {
+    "method": "compression comes after pretraining",
+    "pipeline.retrain_epochs": "retraining comes after pretraining",
+    "pipeline.retrain_optimizer": "retraining comes after pretraining",
+    "pipeline.recovery_tolerance": "read from the retraining curve",
+    "pipeline.select": "chooses among the retraining epochs",
+    "pipeline.init_checkpoint": "a run that starts from a checkpoint does not use the cache",
+    "experiment_name": "a label of the run, not of its dense model",
+}
+
+HIDDEN = ("hydra",)  # Hydra's own section, present while composing
 
 
-def run_key(*parts: Any) -> str:
-    """Short stable hash of config sections (DictConfigs or plain values)."""
-    plain = [OmegaConf.to_container(p, resolve=True) if isinstance(p, DictConfig) else p for p in parts]
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:10]
+def _typed_section(group: str, plain: Any) -> Any:
+    """A dataset/model/method section (plain data) typed by its entry's schema, as the up-front
+    check types it, so that e.g. `method.energy=1` and `method.energy=1.0` are one run. Bad
+    input is left as it is: the check reports it."""
+    if not isinstance(plain, dict):
+        return plain
+    try:
+        from tnbench.config import ModelConfig, typed
+
+        node = OmegaConf.create(plain)
+        if group == "method":
+            from tnbench.methods import METHODS
+
+            schema = METHODS.resolve(node).config_class
+        elif group == "dataset":
+            from tnbench.data import config_class
+
+            schema = config_class(node)
+        else:
+            schema = ModelConfig
+        return OmegaConf.to_container(typed(node, schema, group), resolve=True)
+    except Exception:  # unknown entry, wrong type: the check says what is wrong, one line
+        return plain
+
+
+def method_ignores(section: dict[str, Any]) -> set[str]:
+    """The options of a (typed, plain) method section that its method does not read or that
+    cannot change its numbers (`Method.ignored`)."""
+    try:
+        from tnbench.methods import METHODS
+
+        node = OmegaConf.create(section)
+        return set(METHODS.resolve(node).ignored(node))
+    except Exception:
+        return set()
+
+
+def _drop(tree: dict[str, Any], dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        tree = tree.get(p)
+        if not isinstance(tree, dict):
+            return
+    tree.pop(leaf, None)
+
+
+def identity(cfg: DictConfig, leave_out: tuple[dict[str, str], ...] = (NOT_RESULTS,)) -> dict[str, Any]:
+    """The config as plain data, sections typed, minus the settings in `leave_out` and the
+    options the method ignores: what a key hashes."""
+    drop = {k for listing in leave_out for k in listing}
+    plain: dict[str, Any] = {}
+    for key in cfg:
+        key = str(key)
+        if key in HIDDEN or key in drop:  # never resolved: `run_id` would recurse
+            continue
+        node = cfg[key]
+        plain[key] = OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) \
+            else node
+        if key in ("dataset", "model", "method"):
+            plain[key] = _typed_section(key, plain[key])
+    if isinstance(plain.get("method"), dict):
+        for option in method_ignores(plain["method"]):
+            plain["method"].pop(option, None)
+    for dotted in sorted(drop):
+        _drop(plain, dotted)
+    return plain
+
+
+def digest(data: Any, length: int) -> str:
+    blob = json.dumps({"version": KEY_VERSION, **data}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def run_key(cfg: DictConfig) -> str:
+    """The run directory's hash: everything that can change a number the run reports."""
+    return digest(identity(cfg), 10)
+
+
+def pretrain_identity(cfg: DictConfig) -> dict[str, Any]:
+    return identity(cfg, (NOT_RESULTS, NOT_PRETRAIN))
+
+
+def pretrain_key(cfg: DictConfig) -> str:
+    """The pretrain cache's key: everything that can change the dense model or its curve."""
+    return digest(pretrain_identity(cfg), 20)
+
+
+def _resolve_run_key(*, _root_: DictConfig) -> str:
+    return run_key(_root_)
 
 
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("tnbench_key"):
-        OmegaConf.register_new_resolver("tnbench_key", run_key)
+        OmegaConf.register_new_resolver("tnbench_key", _resolve_run_key)

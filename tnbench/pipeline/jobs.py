@@ -271,11 +271,21 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     project's own input errors and a full disk in one line, internal errors with their
     traceback. In a single run they end the process with a non-zero code; in a multirun the
     sweep goes on (the command says at its end which jobs failed)."""
-    from tnbench.errors import BAD_INPUT, Diverged
-    from tnbench.pipeline.stages import run_pipeline
+    from tnbench.pipeline.resume import run_lock
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    # two jobs of one sweep can be the same run (`method=none` ignores `method.rank`): under a
+    # parallel launcher the second waits, then finds the record (not under DDP, whose ranks
+    # all run this)
+    with run_lock(run_dir, enabled="ddp" not in str(cfg.trainer.strategy)):
+        return _run_job(cfg, hc, run_dir)
+
+
+def _run_job(cfg: DictConfig, hc: Any, run_dir: Path) -> dict[str, Any]:
+    from tnbench.errors import BAD_INPUT, Diverged
+    from tnbench.pipeline.stages import run_pipeline
+
     done = previous_ok_record(run_dir)
     if done is not None and not cfg.pipeline.rerun:
         print(f"already done: {run_dir} (status ok; pipeline.rerun=true runs it again)", file=sys.stderr)

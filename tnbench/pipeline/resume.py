@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,23 @@ from tnbench.pipeline.failpoints import failpoint
 from tnbench.reporting.records import write_json_atomic
 
 STATE = "state.json"
+
+
+@contextmanager
+def run_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
+    """An exclusive lock on a run directory while a job works in it."""
+    if not enabled:
+        yield
+        return
+    import fcntl
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(run_dir) / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def load_state(run_dir: Path) -> dict[str, Any]:

@@ -20,10 +20,11 @@ from tnbench.errors import BAD_INPUT, CheckpointError, Diverged
 from tnbench.methods import build_method
 from tnbench.methods.base import compressible_layers
 from tnbench.models import build_model
-from tnbench.pipeline.cache import PretrainCache, load_checkpoint, load_into, pretrain_key, save_checkpoint
+from tnbench.pipeline.cache import PretrainCache, load_checkpoint, load_into, save_checkpoint
 from tnbench.pipeline.checks import check
 from tnbench.pipeline.classifier import Classifier
 from tnbench.pipeline.failpoints import failpoint
+from tnbench.pipeline.identity import pretrain_identity, pretrain_key
 from tnbench.pipeline.metrics import compression_summary, count_params, count_weights, record_flops, recovery_epochs
 from tnbench.pipeline.progress import compress_progress
 from tnbench.pipeline.resume import EpochCheckpoint, checkpoint_path, load_state, save_state
@@ -41,21 +42,6 @@ def is_rank_zero() -> bool:
 
 def load_dataset(cfg: DictConfig) -> TensorData:
     return load_section(cfg.dataset, cfg.seed)
-
-
-def pretrain_spec(cfg: DictConfig) -> dict[str, Any]:
-    """What determines the dense model: the cache key. Paths, loggers and the method do not."""
-    d = OmegaConf.to_container(cfg.dataset, resolve=True)
-    for k in ("data_dir", "download", "eval_batch_size", "test_subset"):  # none changes the weights
-        d.pop(k, None)
-    return {
-        "dataset": d,
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "epochs": cfg.pipeline.pretrain_epochs,
-        "optimizer": OmegaConf.to_container(cfg.pipeline.pretrain_optimizer, resolve=True),
-        "precision": cfg.trainer.precision,
-        "seed": cfg.seed,
-    }
 
 
 @dataclass
@@ -147,7 +133,7 @@ def pretrain(run: Run, module: Classifier, dm: InMemoryDataModule) -> None:
         rec["pretrain_source"] = str(weights)
     elif cfg.pipeline.pretrain_epochs > 0:
         cache = PretrainCache(Path(cfg.paths.cache_dir))
-        key = pretrain_key(pretrain_spec(cfg))
+        key = pretrain_key(cfg)
         weights = cache.path(key, f"{cfg.model.name}_{cfg.dataset.name}") if cfg.pipeline.pretrain_cache \
             else run.run_dir / "checkpoints" / "pretrained.pt"
         # one process trains a shared entry while others wait for it (not under DDP, whose
@@ -167,7 +153,7 @@ def pretrain(run: Run, module: Classifier, dm: InMemoryDataModule) -> None:
                 rec["pretrain_history"] = fit(run, module, dm, "pretrain", cfg.pipeline.pretrain_epochs,
                                               cfg.pipeline.pretrain_optimizer)
                 if is_rank_zero():
-                    save_checkpoint(weights, module.model.state_dict(), {"spec": pretrain_spec(cfg), "key": key,
+                    save_checkpoint(weights, module.model.state_dict(), {"identity": pretrain_identity(cfg), "key": key,
                                                                          "history": rec["pretrain_history"],
                                                                          "curve": module.curve})
         rec["pretrain_checkpoint"] = str(weights)

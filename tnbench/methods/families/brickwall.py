@@ -101,6 +101,13 @@ class BrickWallMethod(Method):
 
     config_class = ADTNConfig
     orthogonal = False
+    ignores = ("rank", "checkpoint", "threads")  # no rank; the others trade memory or speed only
+
+    @classmethod
+    def ignored(cls, cfg: Any) -> set[str]:
+        """An explicit list of groups replaces `layers`."""
+        explicit = not isinstance(cfg.get("groups"), str)
+        return super().ignored(cfg) | ({"layers"} if explicit else set())
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
