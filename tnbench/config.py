@@ -4,12 +4,21 @@ Hydra validates the sections every run has (trainer, logger, pipeline, paths) ag
 dataclasses here as it composes. `dataset`, `model` and `method` are open at that point: each
 registry entry brings its own schema (a dataclass extending the base class here, e.g.
 `SVDConfig(MethodConfig)`), applied by `typed` in the up-front check, so composing a config
-(`--help`, `--cfg job`) never imports torch or a method. Value ranges the type system cannot
-express are checked by `validate`, before any work.
+(`--help`, `--cfg job`) never imports torch or a method.
+
+What a value may be is declared once, on its field: `ranged(8, ge=1)` (a number and its
+bounds; `Optional` fields may also be null), `one_of("sgd", OPTIMIZERS)` (a choice), or
+`checked(None, check_batches)` (a rule of its own). `check_fields` checks every declared field
+of a section, nested sections included, before any work; tests/conformance/test_configs.py
+fails for a numeric field of any schema that declares no range. Rules that tie several fields
+together are each method's `validate`.
 """
 from __future__ import annotations
 
+import functools
 import math
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
@@ -18,22 +27,115 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from tnbench.errors import ConfigError
 
+MAX_SEED = 2**32 - 2  # numpy's seeds end at 2**32 - 1, and retraining is seeded with seed + 1
+MAX_METHOD_SEED = 2**32 - 1  # a method's own seeds (its initializations) are used as given
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "constant", "step")
+LOGGERS = ("wandb", "csv", "none")
+SELECTIONS = ("last", "best_val_loss")
+LOGGER_MODES = ("offline", "online", "disabled")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+
+
+def ranged(default: Any, **bounds: Any) -> Any:
+    """A numeric field and its bounds (those of `check_number`): `ranged(1, ge=1)`,
+    `ranged(0.5, gt=0, le=1)`; an `Optional` field may also be null."""
+    return field(default=default, metadata={"range": bounds})
+
+
+def one_of(default: Any, allowed: tuple[str, ...]) -> Any:
+    """A field that takes one of `allowed`."""
+    return field(default=default, metadata={"choices": tuple(allowed)})
+
+
+def checked(default: Any, rule: Callable[[str, Any], None], factory: Callable[[], Any] | None = None) -> Any:
+    """A field checked by `rule(key, value)`, which raises ConfigError; a mutable default
+    (a list) comes from `factory`."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"check": rule})
+    return field(default=default, metadata={"check": rule})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _range_text(ge: float | None, gt: float | None, le: float | None, lt: float | None) -> str:
+    if ge is None and gt is None and le is None and lt is None:
+        return "a finite number"
+    low, high = (ge, "[") if ge is not None else (gt, "("), (le, "]") if le is not None else (lt, ")")
+    if low[0] is not None and high[0] is not None:
+        return f"in {low[1]}{low[0]}, {high[0]}{high[1]}"
+    if low[0] is not None:
+        return f"{'>=' if ge is not None else '>'} {low[0]}"
+    return f"{'<=' if le is not None else '<'} {high[0]}"
+
+
+def check_number(key: str, value: Any, *, ge: float | None = None, gt: float | None = None,
+                 le: float | None = None, lt: float | None = None, null: bool = False) -> None:
+    """A finite number in the given range, or None with `null`; otherwise a ConfigError naming
+    `key` and the allowed values. (Integer-ness is the schema's business.)"""
+    if value is None and null:
+        return
+    ok = _is_number(value) and math.isfinite(value)
+    ok = ok and (ge is None or value >= ge) and (gt is None or value > gt)
+    ok = ok and (le is None or value <= le) and (lt is None or value < lt)
+    if not ok:
+        raise ConfigError(f"{key} must be {_range_text(ge, gt, le, lt)}{' or null' if null else ''}, got {value!r}")
+
+
+def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def check_path(key: str, value: Any) -> None:
+    """A non-empty path: an empty one means the current directory (data would be unpacked
+    there, records written there)."""
+    if not (isinstance(value, str) and value.strip() != ""):
+        raise ConfigError(f"{key} must name a directory (an empty one means the current directory), got {value!r}")
+
+
+def check_batches(key: str, value: Any) -> None:
+    """Lightning's `limit_*_batches`: null (all), an int >= 1 (that many batches) or a float in
+    (0, 1] (that fraction of them). 0 is refused: training on nothing, or, for the test
+    batches, no accuracy to report (every accuracy here comes from the validation loop)."""
+    ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1) or \
+        (isinstance(value, float) and 0.0 < value <= 1.0)
+    if not ok:
+        raise ConfigError(f"{key} must be null (all), an integer >= 1 (batches) or a float in (0, 1] (a fraction), "
+                          f"got {value!r}")
+
+
+def check_devices(key: str, devices: Any) -> None:
+    ok = devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or devices == -1))
+    ok = ok or (isinstance(devices, (list, ListConfig)) and len(devices) > 0
+                and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices))
+    if not ok:
+        raise ConfigError(f"{key} must be an integer >= 1, -1 (all), auto or a non-empty list of device indices; "
+                          f"got {devices!r}")
+
+
+def check_init_checkpoint(key: str, value: Any) -> None:
+    if value is not None and str(value).strip() == "":
+        raise ConfigError(f"{key} must be null or the path of a checkpoint, got ''")
+
 
 @dataclass
 class DatasetConfig:
     """Options every dataset has; a dataset with options of its own extends this class."""
 
     name: str = MISSING
-    data_dir: str = "${paths.data_dir}"
+    data_dir: str = checked("${paths.data_dir}", check_path)
     download: bool = True
-    train_subset: Optional[int] = None
-    test_subset: Optional[int] = None
+    train_subset: Optional[int] = ranged(None, ge=0)  # a seeded random subset; null or 0: all
+    test_subset: Optional[int] = ranged(None, ge=0)
     augment: Optional[bool] = None  # None: the dataset's default (crop+flip for CIFAR)
     # training examples held out (seeded) as a validation split, for `pipeline.select`; the
     # test split stays the test split. null/0: none (the papers mostly report the last epoch)
-    val_split: Optional[int] = None
-    batch_size: int = 128
-    eval_batch_size: int = 1024
+    val_split: Optional[int] = ranged(None, ge=0)
+    batch_size: int = ranged(128, ge=1)
+    eval_batch_size: int = ranged(1024, ge=1)
 
 
 @dataclass
@@ -52,62 +154,63 @@ class MethodConfig:
     layers: Any = "all_but_first_last"
     # the target rank, for methods that have one; shared so that a sweep such as
     # `-m method=none,svd method.rank=4,8` composes for every method (none ignores it)
-    rank: Optional[int] = None
+    rank: Optional[int] = ranged(None, ge=1)
 
 
 @dataclass
 class OptimizerConfig:
-    name: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    name: str = one_of("sgd", OPTIMIZERS)
+    lr: float = ranged(0.05, gt=0)
+    momentum: float = ranged(0.9, ge=0, le=1)
+    weight_decay: float = ranged(5e-4, ge=0)
     nesterov: bool = False
-    schedule: str = "cosine"  # cosine | constant | step
-    step_size: int = 30
-    gamma: float = 0.1
+    schedule: str = one_of("cosine", SCHEDULES)
+    step_size: int = ranged(30, ge=1)  # epochs per decay of the step schedule
+    gamma: float = ranged(0.1, gt=0, le=1)
 
 
 @dataclass
 class TrainerConfig:
-    accelerator: str = "cpu"
-    devices: Any = 1
+    accelerator: str = "cpu"  # checked against this machine by tnbench.pipeline.checks
+    devices: Any = checked(1, check_devices)
     strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "32-true"
+    num_nodes: int = ranged(1, ge=1)
+    precision: str = one_of("32-true", PRECISIONS)
     channels_last: bool = True
     deterministic: bool = False
-    # as in Lightning: an int is a number of batches, a float in (0, 1] a fraction of them
-    limit_train_batches: Any = None
-    limit_val_batches: Any = None
+    # as in Lightning: an int is a number of batches, a float in (0, 1] a fraction of them.
+    # The validation batches are also those of every accuracy measured (tnbench.pipeline.stages).
+    limit_train_batches: Any = checked(None, check_batches)
+    limit_val_batches: Any = checked(None, check_batches)
     progress: bool = True
-    gradient_clip_val: Optional[float] = None
+    gradient_clip_val: Optional[float] = ranged(None, ge=0)
     # torch intra-op threads for this job; null: torch's default (one per core). With parallel
     # jobs on one machine (hydra/launcher=joblib), cores / jobs avoids oversubscription.
-    num_threads: Optional[int] = None
+    num_threads: Optional[int] = ranged(None, ge=1)
 
 
 @dataclass
 class LoggerConfig:
-    name: str = "wandb"  # wandb | csv | none
+    name: str = one_of("wandb", LOGGERS)
     project: str = "tnbench"
     entity: Optional[str] = None
-    mode: str = "offline"  # offline | online | disabled; WANDB_MODE in the environment wins
+    mode: str = one_of("offline", LOGGER_MODES)  # WANDB_MODE in the environment wins
     group: Optional[str] = None
     tags: list[str] = field(default_factory=list)
 
 
 @dataclass
 class PipelineConfig:
-    pretrain_epochs: int = 3
-    retrain_epochs: int = 2
-    recovery_tolerance: float = 0.5  # percentage points below the pretrained accuracy
+    pretrain_epochs: int = ranged(3, ge=0)
+    retrain_epochs: int = ranged(2, ge=0)
+    recovery_tolerance: float = ranged(0.5, ge=0)  # percentage points below the pretrained accuracy
     pretrain_cache: bool = True
-    init_checkpoint: Optional[str] = None  # a pretrained checkpoint to start from instead
+    init_checkpoint: Optional[str] = checked(None, check_init_checkpoint)  # a pretrained checkpoint to start from
     rerun: bool = False  # run again even if this run's record says ok (default: skip it)
     keep_checkpoints: bool = False  # keep the per-epoch training checkpoints of a finished run
     # which retrain epoch's model the run ends with: `last`, or `best_val_loss` (the epoch of
     # lowest loss on the dataset's validation split, `dataset.val_split`; DLRT's protocol)
-    select: str = "last"
+    select: str = one_of("last", SELECTIONS)
     pretrain_optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     retrain_optimizer: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(lr=0.01, schedule="cosine")
@@ -116,9 +219,9 @@ class PipelineConfig:
 
 @dataclass
 class PathsConfig:
-    results_dir: str = "results"
-    data_dir: str = "data"
-    cache_dir: str = "${paths.results_dir}/cache"
+    results_dir: str = checked("results", check_path)
+    data_dir: str = checked("data", check_path)
+    cache_dir: str = checked("${paths.results_dir}/cache", check_path)
 
 
 @dataclass
@@ -130,23 +233,59 @@ class Config:
     logger: LoggerConfig = MISSING
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    seed: int = 0
+    seed: int = ranged(0, ge=0, le=MAX_SEED)
     experiment_name: Optional[str] = None
     run_id: str = ""  # set in conf/config.yaml: <dataset>-<model>-<method>-s<seed>-<hash>
 
 
-def ranged(default: Any, **bounds: Any) -> Any:
-    """A dataclass field whose value `check_ranges` checks: `ranged(1, ge=1)`, `ranged(0.5, gt=0, le=1)`,
-    `ranged(None, ge=1, null=True)` (the bounds of `check_number`)."""
-    return field(default=default, metadata={"range": bounds})
+@functools.cache
+def _hints(schema: type) -> dict[str, Any]:
+    return typing.get_type_hints(schema)
+
+
+def _optional(hint: Any) -> bool:
+    return typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
+
+
+def _section_class(hint: Any) -> type | None:
+    """The dataclass a field holds (`OptimizerConfig`, or `Optional[...]` of one), if any."""
+    for candidate in (hint, *typing.get_args(hint)):
+        if isinstance(candidate, type) and is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def declared(f: Any) -> bool:
+    """Whether field `f` declares what values it takes (`ranged`, `one_of`, `checked`)."""
+    return any(k in f.metadata for k in ("range", "choices", "check"))
+
+
+def check_fields(node: Any, schema: type, prefix: str = "") -> None:
+    """Every declared field of `schema` in `node` (a typed config section), and of the sections
+    nested in it, within what it allows; the first that is not raises a ConfigError."""
+    if not is_dataclass(schema):
+        return
+    hints = _hints(schema)
+    for f in fields(schema):
+        meta, inner = f.metadata, _section_class(hints[f.name])
+        if f.name not in node or not (declared(f) or inner):
+            continue
+        key, value = f"{prefix}.{f.name}" if prefix else f.name, node[f.name]
+        if "range" in meta:
+            bounds = dict(meta["range"])
+            bounds["null"] = bounds.get("null", False) or _optional(hints[f.name])
+            check_number(key, value, **bounds)
+        elif "choices" in meta:
+            check_choice(key, value, meta["choices"])
+        elif "check" in meta:
+            meta["check"](key, value)
+        if inner is not None and value is not None:
+            check_fields(value, inner, key)
 
 
 def check_ranges(node: Any, schema: type, group: str) -> None:
-    """Every `ranged` field of `schema` in `node` (a typed config section) within its bounds."""
-    for f in fields(schema) if is_dataclass(schema) else ():
-        bounds = f.metadata.get("range")
-        if bounds is not None:
-            check_number(f"{group}.{f.name}", node[f.name], **bounds)
+    """`check_fields` for a registry entry's section (`dataset`, `method`)."""
+    check_fields(node, schema, group)
 
 
 def option_names(schema: type) -> list[str]:
@@ -177,132 +316,15 @@ def typed(node: Any, schema: type, group: str) -> DictConfig:
     return out
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _range_text(ge: float | None, gt: float | None, le: float | None, lt: float | None) -> str:
-    low, high = (ge, "[") if ge is not None else (gt, "("), (le, "]") if le is not None else (lt, ")")
-    if low[0] is not None and high[0] is not None:
-        return f"in {low[1]}{low[0]}, {high[0]}{high[1]}"
-    if low[0] is not None:
-        return f"{'>=' if ge is not None else '>'} {low[0]}"
-    return f"{'<=' if le is not None else '<'} {high[0]}"
-
-
-def check_number(key: str, value: Any, *, ge: float | None = None, gt: float | None = None,
-                 le: float | None = None, lt: float | None = None, null: bool = False) -> None:
-    """A finite number in the given range, or None with `null`; otherwise a ConfigError naming
-    `key` and the allowed values. (Integer-ness is the schema's business.)"""
-    if value is None and null:
-        return
-    ok = _is_number(value) and math.isfinite(value)
-    ok = ok and (ge is None or value >= ge) and (gt is None or value > gt)
-    ok = ok and (le is None or value <= le) and (lt is None or value < lt)
-    if not ok:
-        raise ConfigError(f"{key} must be {_range_text(ge, gt, le, lt)}{' or null' if null else ''}, got {value!r}")
-
-
-def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    _check(value in allowed, f"{key} must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def check_path(key: str, value: Any, why: str = "") -> None:
-    _check(isinstance(value, str) and value.strip() != "",
-           f"{key} must name a directory, got {value!r}{why}")
-
-
-def check_batches(key: str, value: Any) -> None:
-    """Lightning's `limit_*_batches`: null (all), an int >= 1 (batches) or a float in (0, 1]
-    (a fraction); 0 would train or test on nothing."""
-    ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1) or \
-        (isinstance(value, float) and 0.0 < value <= 1.0)
-    _check(ok, f"{key} must be null (all), an integer >= 1 (batches) or a float in (0, 1] (a fraction), got {value!r}")
-
-
-MAX_SEED = 2**32 - 2  # numpy's seeds end at 2**32 - 1, and retraining is seeded with seed + 1
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "constant", "step")
-LOGGERS = ("wandb", "csv", "none")
-SELECTIONS = ("last", "best_val_loss")
-LOGGER_MODES = ("offline", "online", "disabled")
-PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
-
-
 def validate(cfg: Any) -> None:
-    """Range checks the type system cannot express, for every option of the root schema and the
-    options every dataset and method shares; raise ConfigError on the first problem. A
-    dataset's or method's own options are checked by its entry (the dataset's schema, the
-    method's `validate`); settings that depend on the machine by `tnbench.pipeline.checks`."""
-    _validate_pipeline(cfg.pipeline)
-    _validate_dataset(cfg.dataset)
-    _check(cfg.pipeline.select != "best_val_loss" or bool(cfg.dataset.get("val_split")),
-           "pipeline.select=best_val_loss needs a validation split: set dataset.val_split (e.g. 10000)")
-    _validate_method(cfg.method)
-    _validate_trainer(cfg.trainer)
-    check_choice("logger.name", cfg.logger.name, LOGGERS)
-    check_choice("logger.mode", cfg.logger.mode, LOGGER_MODES)
-    for key in ("results_dir", "data_dir", "cache_dir"):
-        check_path(f"paths.{key}", cfg.paths[key])
-    check_number("seed", cfg.seed, ge=0, le=MAX_SEED)
-
-
-def _validate_pipeline(p: Any) -> None:
-    _check(p.pretrain_epochs >= 0, f"pipeline.pretrain_epochs must be >= 0, got {p.pretrain_epochs}")
-    _check(p.retrain_epochs >= 0, f"pipeline.retrain_epochs must be >= 0, got {p.retrain_epochs}")
-    check_number("pipeline.recovery_tolerance", p.recovery_tolerance, ge=0)
-    check_choice("pipeline.select", p.select, SELECTIONS)
-    for key in ("pretrain_optimizer", "retrain_optimizer"):
-        o, name = p[key], f"pipeline.{key}"
-        check_choice(f"{name}.name", o.name, OPTIMIZERS)
-        check_number(f"{name}.lr", o.lr, gt=0)
-        check_number(f"{name}.momentum", o.momentum, ge=0, le=1)
-        check_number(f"{name}.weight_decay", o.weight_decay, ge=0)
-        check_choice(f"{name}.schedule", o.schedule, SCHEDULES)
-        check_number(f"{name}.step_size", o.step_size, ge=1)
-        check_number(f"{name}.gamma", o.gamma, gt=0, le=1)
-    _check(p.init_checkpoint is None or str(p.init_checkpoint).strip() != "",
-           "pipeline.init_checkpoint must be null or the path of a checkpoint, got ''")
-
-
-def _validate_dataset(d: Any) -> None:
-    check_path("dataset.data_dir", d.data_dir, " (it defaults to paths.data_dir; an empty one would unpack data "
-                                               "into the current directory)")
-    _check(d.batch_size >= 1, f"dataset.batch_size must be >= 1, got {d.batch_size}")
-    check_number("dataset.eval_batch_size", d.eval_batch_size, ge=1)
-    for key in ("train_subset", "test_subset", "val_split"):
-        v = d[key]
-        _check(v is None or v >= 0, f"dataset.{key} must be >= 0 or null, got {v}")
-
-
-def _validate_method(m: Any) -> None:
-    rank = m.get("rank")
-    _check(rank is None or rank >= 1, f"method.rank must be >= 1, got {rank}")
-    layers = m.get("layers")
-    _check(not (isinstance(layers, (list, tuple, ListConfig)) and len(layers) == 0) or m.name == "none",
-           "method.layers must be all, all_but_first_last or a non-empty list of layer names; got []")
-    for key in m:  # the random seeds a method draws its initialization from
-        if key == "seed" or str(key).endswith("_seed"):
-            check_number(f"method.{key}", m[key], ge=0, le=MAX_SEED + 1)
-
-
-def _validate_trainer(t: Any) -> None:
-    _check(t.num_threads is None or t.num_threads >= 1,
-           f"trainer.num_threads must be null or >= 1, got {t.num_threads}")
-    _check(t.precision in PRECISIONS,
-           f"trainer.precision must be one of 32-true, bf16-mixed, 16-mixed, bf16-true, 64-true; got {t.precision!r}")
-    check_number("trainer.num_nodes", t.num_nodes, ge=1)
-    check_batches("trainer.limit_train_batches", t.limit_train_batches)
-    check_batches("trainer.limit_val_batches", t.limit_val_batches)
-    check_number("trainer.gradient_clip_val", t.gradient_clip_val, ge=0, null=True)
-    devices = t.devices
-    ok = devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or devices == -1))
-    ok = ok or (isinstance(devices, (list, ListConfig)) and len(devices) > 0
-                and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices))
-    _check(ok, f"trainer.devices must be an integer >= 1, -1 (all), auto or a non-empty list of device indices; "
-               f"got {devices!r}")
+    """What every option of the root schema may be (`check_fields`: trainer, logger, pipeline,
+    paths, seed) and the rules no single field declares; raise ConfigError on the first
+    problem. The `dataset` and `method` sections are checked against their entries' schemas
+    (tnbench.pipeline.checks.resolve_entries); settings that depend on the machine by
+    `tnbench.pipeline.checks`."""
+    check_fields(cfg, Config)
+    if cfg.pipeline.select == "best_val_loss" and not cfg.dataset.get("val_split"):
+        raise ConfigError("pipeline.select=best_val_loss needs a validation split: set dataset.val_split (e.g. 10000)")
+    layers = cfg.method.get("layers")
+    if isinstance(layers, (list, tuple, ListConfig)) and len(layers) == 0 and cfg.method.name != "none":
+        raise ConfigError("method.layers must be all, all_but_first_last or a non-empty list of layer names; got []")

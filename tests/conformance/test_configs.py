@@ -143,3 +143,50 @@ def test_every_method_names_its_paper_in_one_form(name):
     """W&B tags and the records' `paper` group by it: `arXiv:<id>`, or a baseline saying what it is."""
     paper = compose([f"method={name}"]).method.paper
     assert paper and (re.fullmatch(r"arXiv:\d{4}\.\d{4,5}", paper) or paper.startswith("baseline: ")), paper
+
+
+def _numeric(hint: Any) -> bool:
+    import typing
+
+    return any(t in (int, float) for t in (hint, *typing.get_args(hint)))
+
+
+def _schemas() -> list[type]:
+    """The root schema and every schema nested in it, and every registered entry's schema."""
+    from dataclasses import is_dataclass
+
+    from tnbench.config import Config, _hints, _section_class
+
+    seen: list[type] = []
+    todo = [Config, *(schema_of(g, n) for g, n in TYPED)]
+    while todo:
+        schema = todo.pop()
+        if schema in seen or not is_dataclass(schema):
+            continue
+        seen.append(schema)
+        todo += [c for c in map(_section_class, _hints(schema).values()) if c is not None]
+    return seen
+
+
+def test_every_numeric_option_declares_its_range():
+    """A number with no declared range is a number nobody checks: `ranged(...)` on the field (or
+    `checked(...)` with a rule of its own) is the one place a new option says what it takes."""
+    from tnbench.config import _hints, declared
+
+    schemas = _schemas()
+    assert {s.__name__ for s in schemas} >= {"Config", "TrainerConfig", "PipelineConfig", "OptimizerConfig",
+                                             "SVDConfig", "ADTNConfig", "SyntheticConfig"}
+    undeclared = [f"{s.__name__}.{f.name}" for s in schemas for f in fields(s)
+                  if _numeric(_hints(s)[f.name]) and not declared(f)]
+    assert not undeclared, f"numeric options without a declared range: {', '.join(undeclared)}"
+
+
+def test_declared_defaults_are_within_their_own_ranges():
+    from dataclasses import MISSING
+
+    from tnbench.config import check_fields, declared
+
+    for schema in _schemas():
+        defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()
+                    for f in fields(schema) if declared(f)}
+        check_fields({k: v for k, v in defaults.items() if not str(v).startswith("${")}, schema, schema.__name__)

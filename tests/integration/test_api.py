@@ -19,7 +19,7 @@ def test_import_tnbench_is_light():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["method.rank=0"], "method.rank must be >= 1, got 0"),
+    (["method.rank=0"], "method.rank must be >= 1 or null, got 0"),
     (["method=nope"], "method='nope' is not known; allowed: adqc, adtn"),
     (["+sweep=dlrt_lenet5"], "tnbench.run runs one job"),
 ])

@@ -7,7 +7,7 @@ from tests.conftest import records, run_cli
 def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     r = run_cli(["method.rank=0", "dataset=synthetic"], tmp_path)
     assert r.returncode == 2
-    assert r.stderr.strip() == "error: method.rank must be >= 1, got 0"
+    assert r.stderr.strip() == "error: method.rank must be >= 1 or null, got 0"
     assert not (tmp_path / "results").exists()  # nothing started, nothing half-written
     r = run_cli(["dataset=cifar11"], tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "allowed: cifar10, cifar100" in r.stderr

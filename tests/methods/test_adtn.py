@@ -29,7 +29,7 @@ def _method(tmp_path, *overrides):
 
 @pytest.mark.parametrize("override, message", [
     ("method.depth=0", "method.depth must be >= 1, got 0"),
-    ("method.qubits=1", "method.qubits must be null or between 2 and 30, got 1"),
+    ("method.qubits=1", "method.qubits must be in [2, 30] or null, got 1"),
     ("method.init=zeros", "method.init must be one of near_identity, random; got 'zeros'"),
     ("method.fit_lr=0", "method.fit_lr must be > 0, got 0"),
     ("method.groups=some", "method.groups must be one of each, all"),

@@ -74,9 +74,9 @@ def test_linear_layers_only_when_asked():
 
 @pytest.mark.parametrize("kw,match", [
     ({"cut": "diag"}, "method.cut must be one of out, in, kh, kw, out_in, out_kh, out_kw; got 'diag'"),
-    ({"norm_loss": 1.0}, r"method.norm_loss must be in \[0, 1\), got 1.0"),
+    ({"norm_loss": 1.0}, r"method.norm_loss must be in \[0, 1\) or null, got 1.0"),
     ({"norm_loss": -0.1}, r"method.norm_loss must be in \[0, 1\)"),
-    ({"rank": 0}, "method.rank must be >= 1, got 0"),
+    ({"rank": 0}, "method.rank must be >= 1 or null, got 0"),
     ({"rel_error": 1.5}, r"method.rel_error must be in \[0, 1\)"),
     ({"rank": 2, "rel_error": 0.1}, "method.rank and method.rel_error are both set"),
     ({"norm_loss": None}, "set one of method.norm_loss"),

@@ -15,7 +15,7 @@ def test_fresh_init_reaches_the_target_norm_and_gaussian_does_not(check_fresh_in
 
 
 @pytest.mark.parametrize("name,kw,match", [
-    ("tt", {"rank": 0}, "method.bond_dim must be >= 1"),
+    ("tt", {"rank": 0}, "method.rank must be >= 1 or null, got 0"),
 ])
 def test_bad_settings_are_one_line_config_errors(name, kw, match, lenet):
     with raises_one_line(match):

@@ -13,11 +13,11 @@ BAD_INPUT = [
     (["dataset=imagenet"], "dataset='imagenet' is not known; allowed: cifar10, cifar100, fashion_mnist, mnist, synthetic"),
     (["model=alexnet"], "model='alexnet' is not known; allowed:"),
     (["method=prune"], "method='prune' is not known; allowed:"),
-    (["method.rank=0"], "method.rank must be >= 1, got 0"),
+    (["method.rank=0"], "method.rank must be >= 1 or null, got 0"),
     (["method.energy=2"], "method.energy must be in (0, 1]"),
     (["pipeline.pretrain_epochs=-1"], "pipeline.pretrain_epochs must be >= 0, got -1"),
     (["pipeline.retrain_epochs=-3"], "pipeline.retrain_epochs must be >= 0, got -3"),
-    (["trainer.num_threads=0"], "trainer.num_threads must be null or >= 1, got 0"),
+    (["trainer.num_threads=0"], "trainer.num_threads must be >= 1 or null, got 0"),
     (["method.rank=abc"], "method.rank"),
     (["method.bogus=1"], "bogus"),
     (["pipeline.pretrain_optimizer.name=lbfgs"], "pipeline.pretrain_optimizer.name must be one of sgd, adam, adamw"),
@@ -25,10 +25,10 @@ BAD_INPUT = [
     (["trainer.precision=8"], "trainer.precision must be one of"),
     (["dataset.batch_size=0"], "dataset.batch_size must be >= 1"),
     (["method.layers=[conv9]"], "method.layers names unknown layer(s) conv9"),  # checked against the model up front
-    (["-m", "method=none,svd", "method.rank=4,0"], "method.rank must be >= 1, got 0"),  # every sweep value is checked
+    (["-m", "method=none,svd", "method.rank=4,0"], "method.rank must be >= 1 or null, got 0"),  # every sweep value is checked
     # every method's own parameters
     (["method=svd_truncation", "method.cut=diag"], "method.cut must be one of out, in, kh, kw, out_in, out_kh, out_kw; got 'diag'"),
-    (["method=svd_truncation", "method.norm_loss=1.5"], "method.norm_loss must be in [0, 1), got 1.5"),
+    (["method=svd_truncation", "method.norm_loss=1.5"], "method.norm_loss must be in [0, 1) or null, got 1.5"),
     (["method=cp", "method.rank=0"], "method.rank must be >= 1, got 0"),
     (["method=tucker", "method.ranks=[0,4]"], "method.ranks entries must be integers >= 1 or fractions in (0, 1]"),
     (["method=tucker_adaptive", "method.tau=1.5"], "method.tau must be in (0, 1), got 1.5"),
@@ -62,8 +62,8 @@ def test_preflight_accepts_good_input():
 
 @pytest.mark.parametrize("overrides,message", [
     (["method=svd_truncation", "method.cut=diag"], "method.cut must be one of out, in, kh, kw, out_in, out_kh, out_kw"),
-    (["method=svd_truncation", "method.norm_loss=1.2"], "method.norm_loss must be in [0, 1), got 1.2"),
-    (["method=svd_truncation", "method.rank=0"], "method.rank must be >= 1, got 0"),
+    (["method=svd_truncation", "method.norm_loss=1.2"], "method.norm_loss must be in [0, 1) or null, got 1.2"),
+    (["method=svd_truncation", "method.rank=0"], "method.rank must be >= 1 or null, got 0"),
     (["method=cp", "method.rank=0"], "method.rank must be >= 1, got 0"),
 ])
 def test_cli_preflight_rejects_bad_truncation_input(overrides, message):

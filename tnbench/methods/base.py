@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from tnbench.config import MethodConfig, typed
+from tnbench.config import MethodConfig, check_ranges, typed
 from tnbench.errors import ConfigError
 
 COMPRESSIBLE = (nn.Linear, nn.Conv2d)
@@ -197,7 +197,8 @@ class Method:
     def __init__(self, cfg: Any) -> None:
         # the composed config's `method` section is open; the method's own schema types it
         self.cfg = typed(cfg, self.config_class, "method") if isinstance(cfg, DictConfig) else cfg
-        self.validate()
+        check_ranges(self.cfg, self.config_class, "method")  # what each field declares (tnbench.config)
+        self.validate()  # what ties fields together
 
     def validate(self) -> None:
         """Raise ConfigError for out-of-range settings, before any work starts."""

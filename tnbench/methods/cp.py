@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tnbench.config import MethodConfig
+from tnbench.config import MAX_METHOD_SEED, MethodConfig, one_of, ranged
 from tnbench.errors import ConfigError
 from tnbench.functional.cp import CP_INITS, cp_decompose, cp_kernel
 from tnbench.layers.bipartition import factorizable
@@ -29,11 +29,11 @@ from tnbench.methods.base import LayerReport, Method, left_dense, replace_module
 class CPConfig(MethodConfig):
     name: str = "cp"
     layers: Any = "all"
-    rank: int = 8
-    n_iter_max: int = 100  # ALS sweeps at most
-    tol: float = 1e-6  # stop when the relative error improves by less than this
-    init: str = "svd"  # svd | random
-    seed: int = 0  # random columns of the svd init (modes shorter than the rank), random init
+    rank: int = ranged(8, ge=1)
+    n_iter_max: int = ranged(100, ge=1)  # ALS sweeps at most
+    tol: float = ranged(1e-6, ge=0)  # stop when the relative error improves by less than this
+    init: str = one_of("svd", CP_INITS)
+    seed: int = ranged(0, ge=0, le=MAX_METHOD_SEED)  # random columns of the svd init (modes shorter than the rank), random init
     factorized: bool = True
     skip_if_larger: bool = True  # leave a layer dense where the CP factors would be larger
 
@@ -43,18 +43,22 @@ class CPDecomposition(Method):
     config_class = CPConfig
 
     def validate(self) -> None:
-        c = self.cfg
-        if c.rank is None or c.rank < 1:
-            raise ConfigError(f"method.rank must be >= 1, got {c.rank}")
-        if c.n_iter_max < 1:
-            raise ConfigError(f"method.n_iter_max must be >= 1, got {c.n_iter_max}")
-        if c.tol < 0:
-            raise ConfigError(f"method.tol must be >= 0, got {c.tol}")
-        if c.init not in CP_INITS:
-            raise ConfigError(f"method.init must be one of {', '.join(CP_INITS)}; got {c.init!r}")
+        if self.cfg.rank is None:
+            raise ConfigError("method.rank must be >= 1, got None")
 
     def selected_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         return select_conv_layers(model, self.cfg.layers, include_linear=False)
+
+    def check_model(self, model: nn.Module) -> None:
+        """A rank at which every selected conv would be left dense compresses nothing."""
+        super().check_model(model)
+        if not self.cfg.skip_if_larger:
+            return
+        convs = {name: conv.weight.shape for name, conv in self.selected_layers(model) if isinstance(conv, nn.Conv2d)}
+        if convs and all(self.cfg.rank * sum(shape) >= shape.numel() for shape in convs.values()):
+            useful = ", ".join(f"{name} up to {(shape.numel() - 1) // sum(shape)}" for name, shape in convs.items())
+            raise ConfigError(f"method.rank={self.cfg.rank} saves no parameters in any selected conv, so the run "
+                              f"would compress nothing; ranks that save some: {useful}")
 
     def compress(self, model: nn.Module) -> list[LayerReport]:
         c = self.cfg

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tnbench.config import check_choice
+from tnbench.config import MAX_METHOD_SEED, one_of, ranged
 from tnbench.functional.counting import DLRT as DLRT_RULE
 from tnbench.functional.lowrank import random_usv
 from tnbench.functional.tucker import clamp_rank
@@ -40,16 +40,16 @@ INITS = ("decompose", "random")
 @dataclass
 class DLRTConfig(RankAdaptiveConfig):
     name: str = "dlrt"
-    r_min: int = 1
-    r_max: int = 400
-    adapt_every: int = 1
+    r_min: int = ranged(1, ge=1)
+    r_max: int = ranged(400, ge=1)
+    adapt_every: int = ranged(1, ge=1)
     # r_max: every layer capped by r_max; half: floor(min(OUT, IN*KH*KW) / 2), the official code's
     # cap (and still at most r_max)
-    rank_cap: str = "r_max"
+    rank_cap: str = one_of("r_max", RANK_CAPS)
     # decompose: truncated SVD of the weights given; random: the official code's random
     # orthonormal U, V and S = diag(sorted |N(0,1)|), drawn from init_seed
-    init: str = "decompose"
-    init_seed: int = 0
+    init: str = one_of("decompose", INITS)
+    init_seed: int = ranged(0, ge=0, le=MAX_METHOD_SEED)
 
 
 @METHODS.register("dlrt")
@@ -57,11 +57,6 @@ class DLRT(RankAdaptiveMethod):
     config_class = DLRTConfig
     tie = True
     count_rule = DLRT_RULE  # the published table counts r(OUT+1) per layer + the dense layers
-
-    def validate(self) -> None:
-        super().validate()
-        check_choice("method.rank_cap", self.cfg.rank_cap, RANK_CAPS)
-        check_choice("method.init", self.cfg.init, INITS)
 
     def cap(self, rows: int, cols: int) -> int:
         """The most a layer's rank may be (rows x cols, the matricized weight)."""

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tnbench.config import ranged
 from tnbench.errors import ConfigError
 from tnbench.functional.fitting import fit_least_squares
 from tnbench.functional.partial_norm import normalize_log
@@ -20,10 +21,10 @@ from tnbench.methods.families.tensorized import TensorizedMethod, TTConfig, gaus
 @dataclass
 class PEPSConfig(TTConfig):
     name: str = "peps"
-    num_cores: int = 4
-    grid_rows: int = 2
-    fit_steps: int = 500  # init=decompose: Adam steps fitting the grid to the dense weight
-    fit_lr: float = 0.02
+    num_cores: int = ranged(4, ge=1)
+    grid_rows: int = ranged(2, ge=1)
+    fit_steps: int = ranged(500, ge=0)  # init=decompose: Adam steps fitting the grid to the dense weight
+    fit_lr: float = ranged(0.02, gt=0)
 
 
 @METHODS.register("peps")
@@ -34,15 +35,11 @@ class PEPSMethod(TensorizedMethod):
     def validate(self) -> None:
         super().validate()
         c = self.cfg
-        if c.grid_rows < 1:
-            raise ConfigError(f"method.grid_rows must be >= 1, got {c.grid_rows}")
         if c.num_cores % c.grid_rows:
             raise ConfigError(f"method.num_cores ({c.num_cores}) must be a multiple of method.grid_rows ({c.grid_rows})")
         for name, spec in dict(c.factors or {}).items():
             if len(spec["out"]) % c.grid_rows:
                 raise ConfigError(f"method.factors.{name} needs a multiple of method.grid_rows ({c.grid_rows}) factors")
-        if c.fit_steps < 0:
-            raise ConfigError(f"method.fit_steps must be >= 0, got {c.fit_steps}")
 
     def build(self, name: str, layer: nn.Module) -> TensorizedLayer | None:
         if not isinstance(layer, nn.Linear):

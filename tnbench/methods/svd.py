@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from tnbench.config import MethodConfig
+from tnbench.config import MethodConfig, ranged
 from tnbench.errors import ConfigError
 from tnbench.functional.approximation import rank_for_energy, truncation_curves
 from tnbench.functional.lowrank import matricize_conv, split_factors, svd
@@ -31,8 +31,8 @@ from tnbench.methods.base import (
 @dataclass
 class SVDConfig(MethodConfig):
     name: str = "svd"
-    rank: Optional[int] = 8
-    energy: Optional[float] = None  # keep the smallest rank holding this share of ||W||^2
+    rank: Optional[int] = ranged(8, ge=1)
+    energy: Optional[float] = ranged(None, gt=0, le=1)  # keep the smallest rank holding this share of ||W||^2
     skip_if_larger: bool = True  # leave a layer dense where the factors would be larger
 
 
@@ -46,14 +46,8 @@ class SVDFactorization(Method):
         return super().ignored(cfg) | ({"rank"} if cfg.get("energy") is not None else set())
 
     def validate(self) -> None:
-        rank, energy = self.cfg.rank, self.cfg.energy
-        if energy is not None:
-            if not 0.0 < energy <= 1.0:
-                raise ConfigError(f"method.energy must be in (0, 1], got {energy}")
-        elif rank is None:
+        if self.cfg.energy is None and self.cfg.rank is None:
             raise ConfigError("method.rank or method.energy must be set (rank >= 1 or energy in (0, 1])")
-        elif rank < 1:
-            raise ConfigError(f"method.rank must be >= 1, got {rank}")
 
     def check_model(self, model: nn.Module) -> None:
         """A fixed rank that leaves every selected layer dense (no saving at that rank) is a run

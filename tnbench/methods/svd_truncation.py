@@ -32,7 +32,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from tnbench.config import MethodConfig
+from tnbench.config import MethodConfig, one_of, ranged
 from tnbench.errors import ConfigError
 from tnbench.functional.approximation import rank_for_norm_loss, rank_for_rel_error, truncation_losses
 from tnbench.functional.bipartition import CUTS, factorized_params, fold, unfold
@@ -47,10 +47,10 @@ from tnbench.methods.base import LayerReport, Method, replace_module, select_con
 class TruncationConfig(MethodConfig):
     name: str = "svd_truncation"
     layers: Any = "all"
-    cut: str = "out"  # out | in | kh | kw | out_in | out_kh | out_kw
-    norm_loss: Optional[float] = 0.3  # target 1 - ||W_trunc|| / ||W||, in [0, 1)
-    rank: Optional[int] = None  # fixed bipartition rank; wins over norm_loss
-    rel_error: Optional[float] = None  # tolerance on ||W - W_trunc|| / ||W||; wins over norm_loss
+    cut: str = one_of("out", CUTS)
+    norm_loss: Optional[float] = ranged(0.3, ge=0, lt=1)  # target 1 - ||W_trunc|| / ||W||, in [0, 1)
+    rank: Optional[int] = ranged(None, ge=1)  # fixed bipartition rank; wins over norm_loss
+    rel_error: Optional[float] = ranged(None, ge=0, lt=1)  # tolerance on ||W - W_trunc|| / ||W||; wins over norm_loss
     include_linear: bool = False
     factorized: bool = True
 
@@ -67,20 +67,10 @@ class SVDTruncation(Method):
 
     def validate(self) -> None:
         c = self.cfg
-        if c.cut not in CUTS:
-            raise ConfigError(f"method.cut must be one of {', '.join(CUTS)}; got {c.cut!r}")
         if c.rank is not None and c.rel_error is not None:
             raise ConfigError("method.rank and method.rel_error are both set; set one (or neither, to use norm_loss)")
-        if c.rank is not None:
-            if c.rank < 1:
-                raise ConfigError(f"method.rank must be >= 1, got {c.rank}")
-        elif c.rel_error is not None:
-            if not 0.0 <= c.rel_error < 1.0:
-                raise ConfigError(f"method.rel_error must be in [0, 1), got {c.rel_error}")
-        elif c.norm_loss is None:
+        if c.rank is None and c.rel_error is None and c.norm_loss is None:
             raise ConfigError("set one of method.norm_loss (in [0, 1)), method.rank (>= 1) or method.rel_error")
-        elif not 0.0 <= c.norm_loss < 1.0:
-            raise ConfigError(f"method.norm_loss must be in [0, 1), got {c.norm_loss}")
 
     def target(self) -> tuple[str, float]:
         c = self.cfg

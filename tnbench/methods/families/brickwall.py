@@ -38,7 +38,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from tnbench.config import MethodConfig
+from tnbench.config import MethodConfig, one_of, ranged
 from tnbench.errors import ConfigError
 from tnbench.functional.approximation import relative_error
 from tnbench.functional.brickwall import (
@@ -65,19 +65,19 @@ class ADTNConfig(MethodConfig):
     paper: Optional[str] = "arXiv:2305.06058"
     layers: Any = "all"
     groups: Any = "each"  # each | all | [[layer, ...], ...] (an explicit list replaces `layers`)
-    depth: int = 8  # M, gate layers of the brick wall
-    qubits: Optional[int] = None  # Q for every group; null: the smallest that holds the group
-    layout: str = "flat"  # flat: weights flattened row-major | dims: each dimension padded to 2^k
-    init: str = "random"  # random | near_identity (random trains faster in stage 2: see the YAML)
-    init_std: float = 0.01  # noise around the identity, for near_identity only
-    initial_state: str = "plus"  # plus | zero
-    fit_steps: int = 1000
-    fit_lr: float = 0.01
-    fit_tol: float = 1e-3  # stop once the relative distance is this small
-    fit_patience: Optional[int] = 200  # stop after this many steps without 0.1% improvement
-    fit_scale: str = "norm"  # norm: hold the generated weights at the target's norm | free: fit the scale
-    checkpoint: str = "auto"  # auto | none | sqrt | log: memory/recompute trade in backward
-    threads: Optional[int] = 1  # intra-op threads while generating weights; null: torch's setting
+    depth: int = ranged(8, ge=1)  # M, gate layers of the brick wall
+    qubits: Optional[int] = ranged(None, ge=2, le=MAX_QUBITS)  # Q per group; null: the smallest that fits
+    layout: str = one_of("flat", LAYOUTS)  # flat: weights flattened row-major | dims: each dimension padded to 2^k
+    init: str = one_of("random", GATE_INITS)  # random trains faster in stage 2: see the YAML
+    init_std: float = ranged(0.01, ge=0)  # noise around the identity, for near_identity only
+    initial_state: str = one_of("plus", INITIAL_STATES)  # plus | zero
+    fit_steps: int = ranged(1000, ge=0)
+    fit_lr: float = ranged(0.01, gt=0)
+    fit_tol: float = ranged(1e-3, ge=0)  # stop once the relative distance is this small
+    fit_patience: Optional[int] = ranged(200, ge=1)  # stop after this many steps without 0.1% improvement
+    fit_scale: str = one_of("norm", FIT_SCALES)  # norm: keep the target's norm | free: fit it
+    checkpoint: str = one_of("auto", CHECKPOINT_MODES)  # memory/recompute trade in backward
+    threads: Optional[int] = ranged(1, ge=1)  # intra-op threads generating weights; null: torch's
 
 
 def _check(ok: bool, message: str) -> None:
@@ -114,24 +114,6 @@ class BrickWallMethod(Method):
         self.fits: list[dict[str, Any]] = []
 
     def validate(self) -> None:
-        c = self.cfg
-        _check(c.depth >= 1, f"method.depth must be >= 1, got {c.depth}")
-        _check(c.qubits is None or 2 <= c.qubits <= MAX_QUBITS,
-               f"method.qubits must be null or between 2 and {MAX_QUBITS}, got {c.qubits}")
-        _check(c.init in GATE_INITS, f"method.init must be one of {', '.join(GATE_INITS)}; got {c.init!r}")
-        _check(c.init_std >= 0, f"method.init_std must be >= 0, got {c.init_std}")
-        _check(c.initial_state in INITIAL_STATES,
-               f"method.initial_state must be one of {', '.join(INITIAL_STATES)}; got {c.initial_state!r}")
-        _check(c.fit_steps >= 0, f"method.fit_steps must be >= 0, got {c.fit_steps}")
-        _check(c.fit_lr > 0, f"method.fit_lr must be > 0, got {c.fit_lr}")
-        _check(c.fit_tol >= 0, f"method.fit_tol must be >= 0, got {c.fit_tol}")
-        _check(c.fit_scale in FIT_SCALES, f"method.fit_scale must be one of {', '.join(FIT_SCALES)}; got {c.fit_scale!r}")
-        _check(c.fit_patience is None or c.fit_patience >= 1,
-               f"method.fit_patience must be null or >= 1, got {c.fit_patience}")
-        _check(c.threads is None or c.threads >= 1, f"method.threads must be null or >= 1, got {c.threads}")
-        _check(c.layout in LAYOUTS, f"method.layout must be one of {', '.join(LAYOUTS)}; got {c.layout!r}")
-        _check(c.checkpoint in CHECKPOINT_MODES,
-               f"method.checkpoint must be one of {', '.join(CHECKPOINT_MODES)}; got {c.checkpoint!r}")
         self._explicit_groups()  # shape of an explicit list; names are checked against the model
 
     def _explicit_groups(self) -> list[list[str]] | None:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tnbench.config import MethodConfig
+from tnbench.config import MethodConfig, ranged
 from tnbench.errors import ConfigError
 from tnbench.functional.approximation import norm_loss, relative_error
 from tnbench.functional.tucker import clamp_rank, resolve_rank
@@ -27,11 +27,11 @@ from tnbench.methods.families.integrator import RankAdaptiveIntegrator
 class RankAdaptiveConfig(MethodConfig):
     """Settings shared by the rank-adaptive methods (defaults: TDLRT's later public code)."""
 
-    tau: float = 0.1  # relative truncation tolerance, in (0, 1)
-    r_min: int = 7  # ranks are clamped to [r_min, r_max], each capped at the mode size
-    r_max: int = 100
+    tau: float = ranged(0.1, gt=0, lt=1)  # relative truncation tolerance
+    r_min: int = ranged(7, ge=1)  # ranks are clamped to [r_min, r_max], each capped at the mode size
+    r_max: int = ranged(100, ge=1)
     rank_init: Any = 50  # starting rank: an integer, a fraction (0, 1] of each mode size, or `cap` (the cap)
-    adapt_every: int = 10  # optimizer steps per augment -> train -> truncate window
+    adapt_every: int = ranged(10, ge=1)  # optimizer steps per augment -> train -> truncate window
 
 
 class RankAdaptiveMethod(Method):
@@ -51,14 +51,8 @@ class RankAdaptiveMethod(Method):
 
     def validate(self) -> None:
         c = self.cfg
-        if not 0.0 < c.tau < 1.0:
-            raise ConfigError(f"method.tau must be in (0, 1), got {c.tau}")
-        if c.r_min < 1:
-            raise ConfigError(f"method.r_min must be >= 1, got {c.r_min}")
         if c.r_min > c.r_max:
             raise ConfigError(f"method.r_min ({c.r_min}) must be <= method.r_max ({c.r_max})")
-        if c.adapt_every < 1:
-            raise ConfigError(f"method.adapt_every must be >= 1, got {c.adapt_every}")
         if self.rank_init_spec() == "cap":
             return
         try:

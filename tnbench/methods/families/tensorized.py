@@ -33,14 +33,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, ListConfig
 from torch import nn
 
-from tnbench.config import MethodConfig
+from tnbench.config import MAX_METHOD_SEED, MethodConfig, check_number, checked, one_of, ranged
 from tnbench.errors import ConfigError
 from tnbench.functional.approximation import norm_loss, relative_error
 from tnbench.functional.factorize import balanced_factors, check_factors
@@ -52,19 +52,28 @@ INITS = ("decompose", "partial_norm", "log_norm", "gaussian")
 TARGETS = ("match_dense", "paper")
 
 
+def check_tolerance(key: str, tol: Any) -> None:
+    """(a, b): the initial weights' norm is accepted within (a F, b F)."""
+    tol = list(tol)
+    if len(tol) != 2:
+        raise ConfigError(f"{key} must be [a, b] with 0 < a <= 1 <= b; got {tol}")
+    check_number(f"{key} a", tol[0], gt=0, le=1)
+    check_number(f"{key} b", tol[1], ge=1)
+
+
 @dataclass
 class TTConfig(MethodConfig):
     name: str = "tt"
-    bond_dim: int = 8  # `method.rank`, when set, overrides it (shared sweeps)
-    num_cores: int = 3  # N: factors per dimension
+    bond_dim: int = ranged(8, ge=1)  # `method.rank`, when set, overrides it (shared sweeps)
+    num_cores: int = ranged(3, ge=1)  # N: factors per dimension
     factors: Any = None  # {layer: {out: [...], in: [...]}}
-    init: str = "decompose"  # decompose | partial_norm | log_norm | gaussian
-    init_mean: float = 0.0  # the paper's experiments: 1.0 (see the module notes)
-    init_std: float = 0.5
-    init_seed: int = 0
+    init: str = one_of("decompose", INITS)
+    init_mean: float = ranged(0.0)  # the paper's experiments: 1.0 (see the module notes)
+    init_std: float = ranged(0.5, ge=0)
+    init_seed: int = ranged(0, ge=0, le=MAX_METHOD_SEED)
     target_norm: Any = "match_dense"  # match_dense | paper | a positive number
-    tolerance: list[float] = field(default_factory=lambda: [1e-3, 1e3])  # (a, b): norm within (aF, bF)
-    max_iter: int = 100
+    tolerance: list[float] = checked(None, check_tolerance, factory=lambda: [1e-3, 1e3])  # (a, b): norm within (aF, bF)
+    max_iter: int = ranged(100, ge=1)
     skip_if_larger: bool = True  # leave a layer dense where the nodes would be larger
 
 
@@ -87,27 +96,9 @@ class TensorizedMethod(Method):
         c = self.cfg
         rank = c.get("rank")
         self.bond_dim = int(rank) if rank is not None else c.bond_dim
-        if self.bond_dim < 1:
-            raise ConfigError(f"method.bond_dim must be >= 1, got {self.bond_dim}")
-        if c.num_cores < 1:
-            raise ConfigError(f"method.num_cores must be >= 1, got {c.num_cores}")
-        if c.init not in INITS:
-            raise ConfigError(f"method.init must be one of {', '.join(INITS)}; got {c.init!r}")
-        if c.init_std < 0:
-            raise ConfigError(f"method.init_std must be >= 0, got {c.init_std}")
         t = c.target_norm
         if not (t in TARGETS or (isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < math.inf)):
             raise ConfigError(f"method.target_norm must be match_dense, paper or a number > 0; got {t!r}")
-        tol = list(c.tolerance)
-        if len(tol) != 2:
-            raise ConfigError(f"method.tolerance must be [a, b] with 0 < a <= 1 <= b; got {tol}")
-        a, b = tol
-        if not 0 < a <= 1:
-            raise ConfigError(f"method.tolerance a must be in (0, 1], got {a}")
-        if b < 1:
-            raise ConfigError(f"method.tolerance b must be >= 1, got {b}")
-        if c.max_iter < 1:
-            raise ConfigError(f"method.max_iter must be >= 1, got {c.max_iter}")
         if c.factors is not None and not isinstance(c.factors, (dict, DictConfig)):
             raise ConfigError(f"method.factors must be null or {{layer: {{out: [...], in: [...]}}}}; got {c.factors!r}")
         for name, spec in dict(c.factors or {}).items():
