@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from tnbench.errors import CheckpointError
+from tnbench.pipeline.integrity import remove_temps, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,16 @@ def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[
         Path(tmp).unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path, verify: bool = True) -> dict[str, Any]:
-    """Load a tnbench checkpoint safely; raise CheckpointError saying what is wrong."""
+def load_checkpoint(path: Path, verify: bool = True, require_sidecar: bool = False) -> dict[str, Any]:
+    """Load a tnbench checkpoint safely; raise CheckpointError saying what is wrong. With
+    `require_sidecar` (files tnbench wrote itself: cache entries, run-dir weights) a missing
+    SHA-256 sidecar is an error too: such a file is not trusted."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     sidecar = path.with_suffix(path.suffix + ".sha256")
+    if verify and require_sidecar and not sidecar.is_file():
+        raise CheckpointError(f"checkpoint {path} has no SHA-256 sidecar ({sidecar.name}), so it cannot be trusted")
     if verify and sidecar.is_file() and sidecar.read_text().strip() != _sha256(path):
         raise CheckpointError(f"checkpoint {path} fails its SHA-256 check (corrupt or partly written)")
     try:
@@ -104,12 +109,17 @@ class PretrainCache:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def lookup(self, path: Path) -> dict[str, Any] | None:
-        """The entry if it exists and verifies; a corrupt one is removed so it gets rebuilt."""
+        """The entry if it exists and verifies against its sidecar (call under `lock`); one
+        that does not is set aside so it gets rebuilt. Temp files of interrupted writes of
+        this entry are removed first."""
+        remove_temps(path.parent, prefix=path.name)
         if not path.exists():
+            sidecar = path.with_suffix(path.suffix + ".sha256")
+            if sidecar.exists():  # a sidecar without its entry: the entry's write was interrupted
+                sidecar.unlink()
             return None
         try:
-            return load_checkpoint(path)
+            return load_checkpoint(path, require_sidecar=True)
         except CheckpointError as e:
-            log.warning("%s; rebuilding it", e)
-            path.unlink(missing_ok=True)
+            set_aside(path, str(e).replace(f"checkpoint {path} ", ""), "the dense model is trained again")
             return None

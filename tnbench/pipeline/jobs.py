@@ -227,15 +227,12 @@ def disk_full_line(e: OSError) -> str:
 
 
 def previous_ok_record(run_dir: Path) -> dict[str, Any] | None:
-    import json
-
+    """The run's record if it says ok; an unreadable record is set aside (the run is redone)."""
+    from tnbench.pipeline.integrity import read_json, record_problem
     from tnbench.reporting.records import RECORD
 
-    try:
-        rec = json.loads((run_dir / RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) and rec.get("status") == "ok" else None
+    rec = read_json(Path(run_dir) / RECORD, record_problem, "the run is done again")
+    return rec if rec is not None and rec.get("status") == "ok" else None
 
 
 def clear_run(run_dir: Path) -> None:

@@ -11,7 +11,6 @@ numbers as an uninterrupted one.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from typing import Any
 import lightning as L
 
 from tnbench.pipeline.failpoints import failpoint
+from tnbench.pipeline.integrity import read_json, state_problem
 from tnbench.reporting.records import write_json_atomic
 
 STATE = "state.json"
@@ -44,10 +44,10 @@ def run_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
 
 
 def load_state(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((Path(run_dir) / STATE).read_text())
-    except (OSError, ValueError):
-        return {}
+    """The state an earlier attempt left; {} if none, or if it does not verify (it is set aside
+    and the run starts over: tnbench.pipeline.integrity)."""
+    state = read_json(Path(run_dir) / STATE, state_problem, "the run starts from its first stage")
+    return state if state is not None else {}
 
 
 def save_state(run_dir: Path, state: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from tnbench.pipeline.checks import check
 from tnbench.pipeline.classifier import Classifier
 from tnbench.pipeline.failpoints import failpoint
 from tnbench.pipeline.identity import pretrain_identity, pretrain_key
+from tnbench.pipeline.integrity import CheckpointSetAside, lightning_checkpoint_problem, remove_temps, set_aside
 from tnbench.pipeline.metrics import compression_summary, count_params, count_weights, record_flops, recovery_epochs
 from tnbench.pipeline.progress import compress_progress
 from tnbench.pipeline.resume import EpochCheckpoint, checkpoint_path, load_state, save_state
@@ -99,10 +100,37 @@ def fit(run: Run, module: Classifier, dm: InMemoryDataModule, stage: str, epochs
                            callbacks=[*(callbacks or []), EpochCheckpoint(ckpt, stage)])
     resume = str(ckpt) if ckpt.exists() else None
     if resume:
+        problem = lightning_checkpoint_problem(ckpt, set(module.state_dict()), stage)
+        if problem is not None:
+            if is_rank_zero():
+                set_aside(ckpt, problem, f"{stage} starts from its first epoch")
+            resume = None
+    if resume:
         console.print(f"resuming {stage} from {ckpt}")
         run.record["resumed_stages"] = [*run.record.get("resumed_stages", []), stage]
-    trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+    started = TrainingStarted()
+    trainer.callbacks.append(started)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+    except Exception as e:
+        if resume is None or started.started:
+            raise
+        # Lightning refused the checkpoint while restoring it (model, callbacks or optimizer
+        # state may be half restored): set it aside and run the whole job again
+        if is_rank_zero():
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            set_aside(ckpt, f"Lightning cannot resume from it: {why}", f"{stage} starts from its first epoch")
+        raise CheckpointSetAside(str(ckpt)) from e
     return list(module.history)
+
+
+class TrainingStarted(L.Callback):
+    """Whether a fit got past restoring its checkpoint."""
+
+    started = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = True
 
 
 PRETRAIN_KEYS = ("pretrain_cache_hit", "pretrain_source", "pretrain_checkpoint", "pretrain_history",
@@ -117,12 +145,17 @@ def pretrain(run: Run, module: Classifier, dm: InMemoryDataModule) -> None:
     done = run.state.get("pretrain")
     if done:  # an earlier attempt of this run got past pretraining: same weights, same numbers
         path = Path(done["weights"])
+        # tnbench's own files carry a sidecar; a user's init checkpoint is never set aside
+        own = str(path) != str(cfg.pipeline.init_checkpoint)
         try:
-            load_into(module.model, load_checkpoint(path), path)
+            load_into(module.model, load_checkpoint(path, require_sidecar=own), path)
             rec.update(done["record"])
             return
         except CheckpointError as e:
-            log.warning("%s; pretraining again", e)
+            if own and path.exists() and path.parent == run.run_dir / "checkpoints" and is_rank_zero():
+                set_aside(path, str(e).replace(f"checkpoint {path} ", ""), "pretraining again")
+            else:  # a cache entry is checked (and set aside) under its lock, below
+                log.warning("%s; pretraining again", e)
             run.state.pop("pretrain")
     t0 = time.perf_counter()
     rec["pretrain_cache_hit"] = False
@@ -237,7 +270,17 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 def execute(cfg: DictConfig, run_dir: Path) -> Run:
     """`run_pipeline`, returning the whole Run (record and compressed model: tnbench.api)."""
+    try:
+        return attempt(cfg, run_dir)
+    except CheckpointSetAside:  # set aside: this attempt starts that stage from scratch
+        return attempt(cfg, run_dir)
+
+
+def attempt(cfg: DictConfig, run_dir: Path) -> Run:
     run_dir = Path(run_dir)
+    if is_rank_zero():  # what writes a kill interrupted
+        remove_temps(run_dir)
+        remove_temps(run_dir / "checkpoints")
     run = Run(cfg, run_dir, base_record(cfg), state=load_state(run_dir))
     rec = run.record
     run.state["attempts"] = run.state.get("attempts", 0) + 1
