@@ -218,6 +218,28 @@ class PipelineConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """One size for every method (tnbench.pipeline.budget): at most one of `ratio` (dense /
+    compressed parameters of the whole model), `params` (parameters after compression) or
+    `flops` (FLOPs of one forward pass after compression). Each method with a size knob
+    searches it, without training, until the compressed model is within `tolerance` of it."""
+
+    ratio: Optional[float] = ranged(None, gt=1)
+    params: Optional[int] = ranged(None, ge=1)
+    flops: Optional[int] = ranged(None, ge=1)
+    tolerance: float = ranged(0.05, gt=0, lt=1)  # relative: 0.05 is 4x asked -> 3.8x .. 4.2x reached
+
+
+BUDGET_KINDS = ("ratio", "params", "flops")
+
+
+def budget_kind(b: Any) -> str | None:
+    """Which of budget.ratio / params / flops is set (None: no budget)."""
+    kinds = [k for k in BUDGET_KINDS if b is not None and b.get(k) is not None]
+    return kinds[0] if kinds else None
+
+
+@dataclass
 class PathsConfig:
     results_dir: str = checked("results", check_path)
     data_dir: str = checked("data", check_path)
@@ -233,6 +255,7 @@ class Config:
     logger: LoggerConfig = MISSING
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     seed: int = ranged(0, ge=0, le=MAX_SEED)
     experiment_name: Optional[str] = None
     run_id: str = ""  # set in conf/config.yaml: <dataset>-<model>-<method>-s<seed>-<hash>
@@ -328,3 +351,7 @@ def validate(cfg: Any) -> None:
     layers = cfg.method.get("layers")
     if isinstance(layers, (list, tuple, ListConfig)) and len(layers) == 0 and cfg.method.name != "none":
         raise ConfigError("method.layers must be all, all_but_first_last or a non-empty list of layer names; got []")
+    kinds = [k for k in BUDGET_KINDS if cfg.budget[k] is not None]
+    if len(kinds) > 1:
+        raise ConfigError(f"budget: set one of budget.ratio, budget.params or budget.flops, got "
+                          f"{' and '.join(f'budget.{k}={cfg.budget[k]}' for k in kinds)}")

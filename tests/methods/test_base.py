@@ -83,3 +83,25 @@ def test_replace_module_puts_the_layer_in_place_in_the_models_memory_format(chan
     assert model.classifier[0] is lin
     x = torch.randn(2, 1, 28, 28)
     assert model(x.to(memory_format=torch.channels_last) if channels_last else x).shape == (2, 10)
+
+
+SIZE_CASES = [("svd", {"rank": 3}), ("svd", {"rank": 40}), ("tucker", {"ranks": 0.2}), ("tucker", {"ranks": 0.9}),
+              ("cp", {"rank": 2}), ("cp", {"rank": 40}), ("mpo", {"bond_dim": 2}), ("tt", {"bond_dim": 5}),
+              ("peps", {"bond_dim": 3, "fit_steps": 1}), ("adtn", {"depth": 3, "fit_steps": 1}),
+              ("adqc", {"depth": 5, "fit_steps": 1}), ("svd_truncation", {"norm_loss": 0.2, "include_linear": True}),
+              ("svd_truncation", {"norm_loss": 0.05, "cut": "out_kh"})]
+
+
+@pytest.mark.parametrize("name,options", SIZE_CASES)
+def test_size_hint_is_what_compress_gives(name: str, options: dict) -> None:
+    """A budget's search trusts `size_hint` (sizes from shapes or singular values): it must be the
+    parameter count the real compression ends with."""
+    from tests.conftest import method_cfg
+    from tnbench.methods import build_method
+
+    torch.manual_seed(0)
+    model = lenet5()
+    method = build_method(method_cfg(name, layers="all", **options))
+    hint = method.size_hint(model)
+    method.compress(model)
+    assert hint == sum(p.numel() for p in model.parameters())

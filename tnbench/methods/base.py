@@ -172,6 +172,26 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     _done(name)
 
 
+@dataclass(frozen=True)
+class Knob:
+    """The option that sets a method's size, for `budget.*` (tnbench.pipeline.budget): the search
+    sets `option` (an int or float in [low, high]; high None: up to where the size stops
+    growing) and clears `clears` (options that would override it). `more_params`: a larger
+    value keeps more parameters. `granularity`: why the size moves in steps, stated in records
+    when the budget falls between two of them."""
+
+    option: str
+    kind: type = int
+    low: float = 1
+    high: float | None = None
+    more_params: bool = True
+    clears: tuple[str, ...] = ()
+    granularity: str = ""
+
+    def cast(self, value: float) -> int | float:
+        return int(round(value)) if self.kind is int else float(value)
+
+
 class Method:
     """A compression method. `compress` changes a pretrained model in place and reports each
     layer; `callbacks` lets a method take part in retraining without the pipeline knowing.
@@ -182,6 +202,7 @@ class Method:
     # a rule of tnbench.functional.counting (records then carry `params_paper` and
     # `compression_rate_paper` beside our stored count); None: no paper figure to compare with
     count_rule: str | None = None
+    knob: Knob | None = None  # the size knob a budget searches (None: budgets do not apply)
 
     # options of its section that cannot change its numbers: shared options it does not read
     # (`rank` for a method without one) and speed or memory settings. They are left out of the
@@ -220,6 +241,23 @@ class Method:
 
     def compress(self, model: nn.Module) -> list[LayerReport]:
         raise NotImplementedError
+
+    def layer_size(self, name: str, layer: nn.Module) -> int | None:
+        """Weights of selected `layer` after `compress` (its own count if left dense), known from
+        shapes alone; None where it depends on the values (then a budget compresses a copy)."""
+        return None
+
+    def size_hint(self, model: nn.Module) -> int | None:
+        """Parameters of the whole model after `compress`, from shapes alone (works on the
+        `meta` device), or None where they depend on the weights' values. Kept equal to what
+        `compress` gives by tests/methods/test_base.py."""
+        total = sum(p.numel() for p in model.parameters())
+        for name, layer in self.selected_layers(model):
+            size = self.layer_size(name, layer)
+            if size is None:
+                return None
+            total += size - layer.weight.numel()
+        return total
 
     def callbacks(self) -> list[Any]:
         """Lightning callbacks active during retraining (e.g. rank adaptation)."""

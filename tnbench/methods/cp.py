@@ -22,7 +22,7 @@ from tnbench.functional.cp import CP_INITS, cp_decompose, cp_kernel
 from tnbench.layers.bipartition import factorizable
 from tnbench.layers.cp import CPConv2d
 from tnbench.methods import METHODS
-from tnbench.methods.base import LayerReport, Method, left_dense, replace_module, select_conv_layers
+from tnbench.methods.base import Knob, LayerReport, Method, left_dense, replace_module, select_conv_layers
 
 
 @dataclass
@@ -41,6 +41,7 @@ class CPConfig(MethodConfig):
 @METHODS.register("cp")
 class CPDecomposition(Method):
     config_class = CPConfig
+    knob = Knob("rank", int, 1, granularity="one CP rank step per conv")
 
     def validate(self) -> None:
         if self.cfg.rank is None:
@@ -59,6 +60,15 @@ class CPDecomposition(Method):
             useful = ", ".join(f"{name} up to {(shape.numel() - 1) // sum(shape)}" for name, shape in convs.items())
             raise ConfigError(f"method.rank={self.cfg.rank} saves no parameters in any selected conv, so the run "
                               f"would compress nothing; ranks that save some: {useful}")
+
+    def layer_size(self, name: str, layer: nn.Module) -> int | None:
+        w = layer.weight
+        if not isinstance(layer, nn.Conv2d):
+            return w.numel()
+        params = self.cfg.rank * sum(w.shape)
+        if (self.cfg.skip_if_larger and params >= w.numel()) or not self.cfg.factorized or factorizable(layer):
+            return w.numel()
+        return params
 
     def compress(self, model: nn.Module) -> list[LayerReport]:
         c = self.cfg

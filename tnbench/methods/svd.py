@@ -19,6 +19,7 @@ from tnbench.functional.lowrank import matricize_conv, split_factors, svd
 from tnbench.layers import LowRankConv2d, LowRankLinear
 from tnbench.methods import METHODS
 from tnbench.methods.base import (
+    Knob,
     LayerReport,
     Method,
     kind_of,
@@ -39,6 +40,7 @@ class SVDConfig(MethodConfig):
 @METHODS.register("svd")
 class SVDFactorization(Method):
     config_class = SVDConfig
+    knob = Knob("rank", int, 1, clears=("energy",), granularity="one rank step per layer")
 
     @classmethod
     def ignored(cls, cfg):
@@ -62,6 +64,16 @@ class SVDFactorization(Method):
             useful = ", ".join(f"{name} up to {(m * n - 1) // (m + n)}" for name, (m, n) in shapes.items())
             raise ConfigError(f"method.rank={rank} saves no parameters in any selected layer, so the run would "
                               f"compress nothing; ranks that save some: {useful}")
+
+    def layer_size(self, name: str, layer: nn.Module) -> int | None:
+        w = layer.weight
+        if self.cfg.energy is not None:
+            return None
+        if kind_of(layer) == "conv" and layer.groups != 1:
+            return w.numel()
+        m, n = w.shape[0], w[0].numel()
+        rank = min(self.cfg.rank, m, n)
+        return w.numel() if self.cfg.skip_if_larger and rank * (m + n) >= m * n else rank * (m + n)
 
     def _rank(self, s: torch.Tensor) -> int:
         if self.cfg.energy is not None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Optional
+from weakref import WeakKeyDictionary
 
 import torch
 from torch import nn
@@ -35,12 +36,26 @@ from torch import nn
 from tnbench.config import MethodConfig, one_of, ranged
 from tnbench.errors import ConfigError
 from tnbench.functional.approximation import rank_for_norm_loss, rank_for_rel_error, truncation_losses
-from tnbench.functional.bipartition import CUTS, factorized_params, fold, unfold
+from tnbench.functional.bipartition import CUTS, factorized_params, fold, spectrum, unfold
 from tnbench.functional.lowrank import split_factors, svd
 from tnbench.layers import LowRankLinear
 from tnbench.layers.bipartition import factorizable, factorize_conv
 from tnbench.methods import METHODS
-from tnbench.methods.base import LayerReport, Method, replace_module, select_conv_layers
+from tnbench.methods.base import Knob, LayerReport, Method, replace_module, select_conv_layers
+
+# singular values per layer and cut, kept while the layer lives and its weight is unchanged: a
+# budget's search sizes the same layers at many norm losses
+_SPECTRA: WeakKeyDictionary[nn.Module, dict[tuple[str, int], torch.Tensor]] = WeakKeyDictionary()
+
+
+def cached_spectrum(layer: nn.Module, cut: str) -> torch.Tensor:
+    weight = layer.weight
+    entry = _SPECTRA.setdefault(layer, {})
+    key = (cut, weight._version)
+    if key not in entry:
+        entry.clear()
+        entry[key] = spectrum(weight, cut) if weight.dim() == 4 else torch.linalg.svdvals(weight.detach().double())
+    return entry[key]
 
 
 @dataclass
@@ -58,6 +73,9 @@ class TruncationConfig(MethodConfig):
 @METHODS.register("svd_truncation")
 class SVDTruncation(Method):
     config_class = TruncationConfig
+    # the size depends on the weights' values: `layer_size` reads their singular values
+    knob = Knob("norm_loss", float, 0.0, 0.999, more_params=False, clears=("rank", "rel_error"),
+                granularity="one rank step per layer")
 
     @classmethod
     def ignored(cls, cfg: Any) -> set[str]:
@@ -90,6 +108,20 @@ class SVDTruncation(Method):
 
     def selected_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         return select_conv_layers(model, self.cfg.layers, self.cfg.include_linear)
+
+    def layer_size(self, name: str, layer: nn.Module) -> int | None:
+        """From the singular values of the real weights (None on the meta device)."""
+        w = layer.weight
+        if w.is_meta:
+            return None
+        rank = self.choose_rank(cached_spectrum(layer, self.cfg.cut if isinstance(layer, nn.Conv2d) else "out"))
+        if isinstance(layer, nn.Conv2d):
+            params = factorized_params(tuple(w.shape), self.cfg.cut, rank)
+            dense = not self.cfg.factorized or factorizable(layer) or params >= w.numel()
+        else:
+            params = rank * sum(w.shape)
+            dense = not (self.cfg.factorized and params < w.numel())
+        return w.numel() if dense else params
 
     def compress(self, model: nn.Module) -> list[LayerReport]:
         reports = []

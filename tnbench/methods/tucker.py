@@ -23,6 +23,7 @@ from tnbench.functional.tucker import resolve_rank, tucker_params
 from tnbench.layers.tucker import CONV_MODES, LINEAR_MODES, TuckerConv2d, TuckerLinear
 from tnbench.methods import METHODS
 from tnbench.methods.base import (
+    Knob,
     LayerReport,
     Method,
     check_modes,
@@ -67,6 +68,8 @@ def layer_ranks(spec: dict[str, Any], layer: nn.Module, name: str, key: str) -> 
 @METHODS.register("tucker")
 class TuckerFactorization(Method):
     config_class = TuckerConfig
+    # one fraction of every mode's size (rounded up to an integer rank per mode)
+    knob = Knob("ranks", float, 1e-6, 1.0, clears=("rank",), granularity="integer Tucker ranks per mode")
 
     def validate(self) -> None:
         self.modes = check_modes(self.cfg.modes, CONV_MODES, "method.modes")
@@ -95,6 +98,17 @@ class TuckerFactorization(Method):
         for name, layer in self.selected_layers(model):
             if kind_of(layer) == "linear" or layer.groups == 1:
                 layer_ranks(self.spec, layer, name, key)
+
+    def layer_size(self, name: str, layer: nn.Module) -> int | None:
+        w = layer.weight
+        if kind_of(layer) == "conv" and layer.groups != 1:
+            return w.numel()
+        ranks = layer_ranks(self.spec, layer, name, "method.ranks")
+        names = CONV_MODES if kind_of(layer) == "conv" else LINEAR_MODES
+        if not ranks:
+            return w.numel()
+        size = tucker_params(tuple(w.shape), {names.index(m): r for m, r in ranks.items()})
+        return w.numel() if self.cfg.skip_if_larger and size >= w.numel() else size
 
     def compress(self, model: nn.Module) -> list[LayerReport]:
         reports = []

@@ -5,7 +5,8 @@ at the start of each job (a job may run on another machine, e.g. under SLURM). I
 order: names, types and ranges of every option (tnbench.config), the method's own settings
 (`Method.validate`), the settings against the model's real layers (the model is built on the
 `meta` device: shapes without values, so a ResNet-50 costs milliseconds and no memory;
-`Method.check_model`), and, where the job runs on this machine, the machine: the accelerator
+`Method.check_model`; whether a budget is within reach, `tnbench.pipeline.budget.check_budget`),
+and, where the job runs on this machine, the machine: the accelerator
 and device count Lightning would pick (the job's own `Trainer` is built), thread counts,
 files named by the config.
 
@@ -89,7 +90,7 @@ class Checker:
         from tnbench.data import geometry
 
         shape = geometry(cfg.dataset)
-        if shape is None or not self._once(_key("model", cfg.model, shape, cfg.method)):
+        if shape is None or not self._once(_key("model", cfg.model, shape, cfg.method, cfg.get("budget"))):
             return
         import torch
 
@@ -101,6 +102,9 @@ class Checker:
             model = build_model(cfg.model.name, in_channels=channels, image_size=size, num_classes=classes,
                                 **cfg.model.options)
         build_method(cfg.method).check_model(model)
+        from tnbench.pipeline.budget import check_budget
+
+        check_budget(cfg, model)
 
     def check_machine(self, cfg: DictConfig) -> None:
         """The accelerator, threads and files the job would use, on this machine."""

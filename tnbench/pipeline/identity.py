@@ -46,6 +46,7 @@ NOT_PRETRAIN: dict[str, str] = {
     "pipeline.select": "chooses among the retraining epochs",
     "pipeline.init_checkpoint": "a run that starts from a checkpoint does not use the cache",
     "experiment_name": "a label of the run, not of its dense model",
+    "budget": "the budget sets the method's size knob, after pretraining",
 }
 
 HIDDEN = ("hydra",)  # Hydra's own section, present while composing

@@ -20,6 +20,7 @@ from tnbench.errors import BAD_INPUT, CheckpointError, Diverged
 from tnbench.methods import build_method
 from tnbench.methods.base import compressible_layers
 from tnbench.models import build_model
+from tnbench.pipeline.budget import apply_budget
 from tnbench.pipeline.cache import PretrainCache, load_checkpoint, load_into, save_checkpoint
 from tnbench.pipeline.checks import check
 from tnbench.pipeline.classifier import Classifier
@@ -200,7 +201,9 @@ def pretrain(run: Run, module: Classifier, dm: InMemoryDataModule) -> None:
     run.save_state()
 
 
-def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, input_shape: tuple[int, ...]) -> None:
+def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, input_shape: tuple[int, ...]) -> Any:
+    """Compress the pretrained model in place; returns the method as used (its knob set by the
+    budget, when there is one)."""
     cfg, rec = run.cfg, run.record
     run.stage("compress")
     model = module.model
@@ -209,6 +212,11 @@ def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, 
     rec["flops_batch_size"] = min(cfg.dataset.eval_batch_size, rec["num_test"])  # the last batch may be smaller
     rec["flops_layers"] = {}
     record_flops(rec, model, input_shape, "dense", [n for n, _ in compressible_layers(model)])
+    t0 = time.perf_counter()
+    method, budget = apply_budget(cfg, method, model, input_shape, rec["params_dense"], rec["flops_dense_b1"])
+    if budget:
+        budget["budget_search"]["time_s"] = time.perf_counter() - t0
+        rec.update(budget)
     t0 = time.perf_counter()
     with compress_progress(enabled=cfg.trainer.progress and is_rank_zero()):
         layers = [r.as_dict() for r in method.compress(model)]
@@ -221,6 +229,16 @@ def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, 
                                    rec["weights_dense"]))
     record_flops(rec, model, input_shape, "compressed")
     rec["acc_compressed"] = evaluate(run, module, dm, "compress")
+    if budget:
+        rec["budget_reached"] = budget_reached(rec)
+    return method
+
+
+def budget_reached(rec: dict[str, Any]) -> float:
+    """The asked measure of the model as it is now (after retraining for adaptive methods)."""
+    kind = rec["budget_kind"]
+    return {"ratio": rec["compression_ratio"], "params": rec["params_compressed"],
+            "flops": rec["flops_compressed_b1"]}[kind]
 
 
 def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, input_shape: tuple[int, ...]) -> None:
@@ -260,6 +278,8 @@ def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, i
         rec.update(compression_summary(rec["params_dense"], count_params(module.model), layers, getattr(method, "count_rule", None),
                                        rec["weights_dense"]))
         record_flops(rec, module.model, input_shape, "compressed")
+        if "budget_kind" in rec:
+            rec["budget_reached"] = budget_reached(rec)
     rec.update(method.extra_record())
 
 
@@ -309,7 +329,7 @@ def attempt(cfg: DictConfig, run_dir: Path) -> Run:
         run.save_state()
         pretrain(run, module, dm)
         input_shape = (data.in_channels, data.image_size, data.image_size)
-        compress(run, module, dm, method, input_shape)
+        method = compress(run, module, dm, method, input_shape)
         failpoint("compress:done")
         retrain(run, module, dm, method, input_shape)
         rec["status"] = "ok"

@@ -18,8 +18,10 @@ RUN, TABLE, BRIEF = "run", "table", "brief"
 
 
 def method_setting(rec: dict[str, Any]) -> str:
-    """The method's own settings (beyond name, layers, paper) as `k=v`, so rows are told apart."""
-    m = (rec.get("config") or {}).get("method") or {}
+    """The method's own settings (beyond name, layers, paper) as `k=v`, so rows are told apart;
+    the knob a budget chose replaces its configured value."""
+    m = dict((rec.get("config") or {}).get("method") or {})
+    m.update(rec.get("budget_knob") or {})
     skip = {"name", "layers", "paper"}
     return " ".join(f"{k}={v}" for k, v in m.items() if k not in skip and v is not None)
 
@@ -97,6 +99,14 @@ FIELDS: tuple[Field, ...] = (
        "the weights of the dense layers)"),
     _f("compression_rate_paper", "float", "the compression rate counted by `count_rule` (dlrt: over all conv/linear "
        "weights, as the DLRT table)", RUN, TABLE, unit="%", header="rate % (paper)", digits=1),
+    _f("budget_kind", "str", "what `budget.*` asked for: ratio, params or flops (null: no budget)", TABLE),
+    _f("budget_asked", "float", "the budget asked (a ratio, a parameter or a FLOP count)", RUN, TABLE, BRIEF,
+       header="budget", digits=3),
+    _f("budget_reached", "float", "the same measure of the compressed model (after retraining where the method's "
+       "size changes in it)", RUN, TABLE, header="reached", digits=3),
+    _f("budget_knob", "dict", "the knob value the budget's search chose, e.g. {rank: 5}", RUN),
+    _f("budget_search", "dict", "the search: tolerance, within it or not, the relative miss, a note on the "
+       "method's granularity when no setting lands within it, the settings tried and their sizes, seconds"),
     _f("norm_loss", "dict", "per layer 1 - ||W_trunc||_F / ||W||_F (`layers`) and their `mean`"),
     _f("norm_loss_mean", "float", "mean norm loss over the compressed layers (derived from `norm_loss`)", RUN,
        TABLE, header="norm loss", digits=3, derive=_norm_loss_mean),

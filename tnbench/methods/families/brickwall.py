@@ -44,6 +44,8 @@ from tnbench.functional.approximation import relative_error
 from tnbench.functional.brickwall import (
     CHECKPOINT_MODES,
     LAYOUTS,
+    adqc_params,
+    adtn_params,
     forward_flops,
     layout_size,
     num_gates,
@@ -52,7 +54,7 @@ from tnbench.functional.brickwall import (
 )
 from tnbench.functional.fitting import FIT_SCALES, fit_generator, thin_curve
 from tnbench.layers.brickwall import GATE_INITS, BrickWallGenerator, encode_weights, share_within_forward
-from tnbench.methods.base import LayerReport, Method, compressible_layers, kind_of, select_layers
+from tnbench.methods.base import Knob, LayerReport, Method, compressible_layers, kind_of, select_layers
 
 GROUP_PRESETS = ("each", "all")
 INITIAL_STATES = ("plus", "zero")
@@ -101,6 +103,7 @@ class BrickWallMethod(Method):
 
     config_class = ADTNConfig
     orthogonal = False
+    knob = Knob("depth", int, 1, granularity="one gate layer (Q/2 gates) per group")
     ignores = ("rank", "checkpoint", "threads")  # no rank; the others trade memory or speed only
 
     @classmethod
@@ -166,6 +169,16 @@ class BrickWallMethod(Method):
         for index, group in enumerate(groups):
             span = layout_size([m.weight.shape for _, m in group], self.cfg.layout)
             self._qubits(index, [n for n, _ in group], span)
+
+    def size_hint(self, model: nn.Module) -> int | None:
+        """Each group's weights become one circuit's gates and scale."""
+        total = sum(p.numel() for p in model.parameters())
+        per_group = adqc_params if self.orthogonal else adtn_params
+        for index, group in enumerate(self._groups(model)):
+            span = layout_size([m.weight.shape for _, m in group], self.cfg.layout)
+            q = self._qubits(index, [n for n, _ in group], span)
+            total += per_group(q, self.cfg.depth) - sum(m.weight.numel() for _, m in group)
+        return total
 
     def compress(self, model: nn.Module) -> list[LayerReport]:
         c = self.cfg

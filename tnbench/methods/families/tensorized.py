@@ -46,7 +46,7 @@ from tnbench.functional.approximation import norm_loss, relative_error
 from tnbench.functional.factorize import balanced_factors, check_factors
 from tnbench.functional.partial_norm import normalize_log, normalize_partial
 from tnbench.layers.tensorized import TensorizedLayer, TTConv2d, TTLinear
-from tnbench.methods.base import LayerReport, Method, kind_of, left_dense, replace_module, select_layers
+from tnbench.methods.base import Knob, LayerReport, Method, kind_of, left_dense, replace_module, select_layers
 
 INITS = ("decompose", "partial_norm", "log_norm", "gaussian")
 TARGETS = ("match_dense", "paper")
@@ -90,6 +90,7 @@ def gaussian_nodes(shapes: Sequence[Sequence[int]], mean: float, std: float, gen
 
 class TensorizedMethod(Method):
     config_class = TTConfig
+    knob = Knob("bond_dim", int, 1, clears=("rank",), granularity="one bond dimension step per layer")
     handles: tuple[type, ...] = (nn.Linear, nn.Conv2d)
 
     def validate(self) -> None:
@@ -182,6 +183,13 @@ class TensorizedMethod(Method):
             if new.bias is not None:
                 new.bias.zero_()
         return info
+
+    def layer_size(self, name: str, layer: nn.Module) -> int | None:
+        with torch.device("meta"):
+            new = self.build(name, layer)
+        if new is None or (self.cfg.skip_if_larger and new.weight_params() >= layer.weight.numel()):
+            return layer.weight.numel()
+        return new.weight_params()
 
     def compress(self, model: nn.Module) -> list[LayerReport]:
         reports = []
