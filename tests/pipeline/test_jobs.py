@@ -73,3 +73,15 @@ def test_cli_preflight_rejects_bad_truncation_input(overrides, message):
     register_configs()
     problem = preflight(overrides, CONF)
     assert problem is not None and message in problem and "\n" not in problem
+
+
+def test_every_job_of_a_large_sweep_is_checked():
+    """No cap on the jobs checked: the one bad value is in the last of 160 jobs (the sweep
+    varies its first override slowest)."""
+    from tnbench.pipeline.jobs import check_command
+
+    sweep = ["-m", "dataset=synthetic", "method.rank=4,0", "seed=range(0,80)"]
+    assert preflight(sweep, CONF) == "method.rank must be >= 1 or null, got 0"
+    plan = check_command(["-m", "dataset=synthetic", "method.rank=4,8", "seed=range(0,80)"], CONF)
+    assert plan.problem is None and len(plan.jobs) == 160
+    assert len({run_dir for _, run_dir in plan.jobs}) == 160  # each job its own run directory

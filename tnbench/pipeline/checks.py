@@ -64,6 +64,7 @@ class Checker:
     def __init__(self, machine: bool = True) -> None:
         self.machine = machine
         self._done: set[str] = set()
+        self._typed: dict[str, tuple[DictConfig, DictConfig, DictConfig]] = {}
 
     def _once(self, key: str) -> bool:
         """True the first time `key` is seen."""
@@ -74,7 +75,7 @@ class Checker:
 
     def check(self, cfg: DictConfig) -> DictConfig:
         """Raise the first problem of `cfg` as a ConfigError; return the typed config."""
-        resolve_entries(cfg)
+        self.resolve_entries(cfg)
         validate(cfg)
         if self._once(_key("method", cfg.method)):
             from tnbench.methods import build_method
@@ -84,6 +85,17 @@ class Checker:
         if self.machine:
             self.check_machine(cfg)
         return cfg
+
+    def resolve_entries(self, cfg: DictConfig) -> None:
+        """`resolve_entries`, once per distinct dataset, model and method sections (the jobs of
+        a sweep over seeds or training settings share them)."""
+        key = _key(cfg.dataset, cfg.model, cfg.method)
+        if key not in self._typed:
+            resolve_entries(cfg)
+            self._typed[key] = (cfg.dataset, cfg.model, cfg.method)
+            return
+        with open_dict(cfg):
+            cfg.dataset, cfg.model, cfg.method = self._typed[key]
 
     def check_model(self, cfg: DictConfig) -> None:
         """Build the model on the meta device and let the method check its settings against it."""

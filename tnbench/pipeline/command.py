@@ -159,6 +159,7 @@ class Jobs:
 
         cfg = copy.deepcopy(task)
         ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if not self._group(o)], cfg)
+        _pin_run_id(cfg)
         return Job(list(overrides), cfg, self._run_dir(cfg, hydra_node, num, parsed))
 
     def _parse(self, override: str) -> Any:
@@ -208,6 +209,19 @@ class Jobs:
                 return run_dir_of(cfg, multirun=True)
             finally:
                 del cfg["hydra"]
+
+
+def _pin_run_id(cfg: DictConfig) -> None:
+    """Resolve `run_id` (a hash of the whole config) once: the run directory and the checks
+    read it, and a 1,000-job sweep would otherwise hash each job several times."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        run_id = str(cfg.run_id)
+    except (OmegaConfBaseException, ValueError):  # the check reports what is wrong
+        return
+    with open_dict(cfg):
+        cfg.run_id = run_id
 
 
 def _job(overrides: list[str], cfg: DictConfig, multirun: bool) -> Job:
