@@ -6,8 +6,11 @@ there into `data_dir`.
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import pickle
 import shutil
+import zlib
 from collections.abc import Sequence
 from typing import Optional
 
@@ -15,7 +18,7 @@ import torch
 
 from tnbench.data import dataset
 from tnbench.data.tensors import TensorData
-from tnbench.errors import ConfigError, DataMissing
+from tnbench.errors import ConfigError, DataError, DataMissing
 
 # Per-channel statistics of the training splits, in [0, 1] pixel units.
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -33,8 +36,11 @@ FASHION_MNIST_FILES = (
 )
 
 
-def _missing(name: str, searched: str, where: str, download_error: Optional[BaseException] = None) -> DataMissing:
-    """The one-line 'not found' error: which dataset, where we looked, and the ways to fix it."""
+def _missing(name: str, searched: str, where: str, download_error: Optional[BaseException] = None,
+             files: Sequence[str] = ()) -> DataMissing:
+    """The one-line 'not found' error: which dataset (and files), where we looked, and the ways
+    to fix it."""
+    which = f" ({', '.join(files)} missing)" if files else ""
     if download_error is None:
         fetch = ", or set dataset.download=true when online"
     else:
@@ -42,9 +48,85 @@ def _missing(name: str, searched: str, where: str, download_error: Optional[Base
         reason = (str(download_error).strip().splitlines() or [type(download_error).__name__])[-1].strip()
         fetch = f"; the download failed (offline?): {reason}"
     return DataMissing(
-        f"dataset {name!r} not found in {searched}: put its files in {where}, "
+        f"dataset {name!r} not found in {searched}{which}: put its files in {where}, "
         f"or point dataset.data_dir at a directory that has them{fetch}"
     )
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()
+
+
+def _md5_mismatch(path: str, md5: str, what: str) -> DataError:
+    return DataError(
+        f"{path} fails torchvision's MD5 check, which holds the checksum of the real {what} as published: the file "
+        f"is truncated, altered or not the original; delete it and download it again (dataset.download=true)"
+    )
+
+
+def _check_idx(path: str, kind: str) -> None:
+    """An IDX file (MNIST's format) as torchvision reads it: magic 0x0000080<n> (unsigned bytes,
+    n dimensions), n big-endian sizes, then exactly their product of bytes. Raise DataError
+    saying what is wrong: garbage header, truncated, or longer than its header says."""
+    dims = 3 if kind == "images" else 1
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(4 + 4 * dims)
+    if size == 0:
+        raise DataError(f"{path} is empty (an interrupted copy or download?); restore it or delete it and download again")
+    want = bytes([0, 0, 8, dims])
+    if head[:4] != want:
+        raise DataError(f"{path} does not start like an IDX file of {kind} (header 0x{head[:4].hex()}, expected "
+                        f"0x{want.hex()}): it is garbage or another format; restore the original file")
+    if len(head) < 4 + 4 * dims:
+        raise DataError(f"{path} is truncated inside its header ({size} bytes); restore it or download it again")
+    shape = [int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
+    expected = 4 + 4 * dims + math.prod(shape)
+    if size < expected:
+        raise DataError(f"{path} is truncated: {size} bytes of the {expected} its header announces "
+                        f"({' x '.join(map(str, shape))}); restore it or delete it and download again")
+    if size > expected:
+        raise DataError(f"{path} has {size - expected} bytes more than its header announces "
+                        f"({' x '.join(map(str, shape))}): it is corrupt; restore the original file")
+
+
+def _diagnose_idx(cls: type, name: str, raw: str, where: str, download: bool, err: BaseException | None) -> DataError:
+    """Why an MNIST-style dataset did not load: a file that is missing, empty, truncated, has a
+    garbage header, or a downloaded archive that fails torchvision's checksum."""
+    from torchvision.datasets.utils import check_integrity
+
+    missing = []
+    for resource, md5 in cls.resources:
+        archive = os.path.join(raw, os.path.basename(resource))
+        path = archive[: -len(".gz")] if archive.endswith(".gz") else archive
+        if os.path.isfile(path):
+            _check_idx(path, "images" if "images" in os.path.basename(path) else "labels")
+        else:
+            if download and os.path.isfile(archive) and not check_integrity(archive, md5):
+                return _md5_mismatch(archive, md5, f"{name} archive")
+            missing.append(os.path.basename(path))
+    if missing:
+        return _missing(name, raw, where, err if download else None, missing)
+    return DataError(f"dataset {name!r} in {raw} could not be read: {_first_line(err) if err else 'unknown error'}")
+
+
+def _diagnose_cifar(cls: type, name: str, root: str, where: str, download: bool, err: BaseException | None) -> DataError:
+    """Why a CIFAR dataset did not load: a missing file, or one that fails torchvision's MD5."""
+    from torchvision.datasets.utils import check_integrity
+
+    archive = os.path.join(root, cls.filename)
+    missing = []
+    for fname, md5 in [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]:
+        path = os.path.join(root, cls.base_folder, fname)
+        if not os.path.isfile(path):
+            missing.append(fname)
+        elif not check_integrity(path, md5):
+            return _md5_mismatch(path, md5, f"{name} file")
+    if missing and download and os.path.isfile(archive) and not check_integrity(archive, cls.tgz_md5):
+        return _md5_mismatch(archive, cls.tgz_md5, f"{name} archive")
+    if missing:
+        return _missing(name, root, where, err if download else None, missing)
+    return DataError(f"dataset {name!r} in {where} could not be read: {_first_line(err) if err else 'unknown error'}")
 
 
 def _reject_options(name: str, options: dict) -> None:
@@ -53,13 +135,14 @@ def _reject_options(name: str, options: dict) -> None:
 
 
 def _torchvision_split(cls: type, root: str, train: bool, download: bool, name: str, where: str):
-    """Instantiate a torchvision dataset, turning its 'not found'/'download failed' errors into DataMissing."""
+    """Instantiate a torchvision dataset; its errors (RuntimeError for absent files, a failed
+    download or a failed MD5 check, URLError offline, AssertionError or a reshape error for a
+    damaged MNIST file) become one DataError saying which file is missing or damaged, and how."""
     try:
         return cls(root=root, train=train, download=download)
-    except (RuntimeError, OSError) as err:
-        # torchvision raises RuntimeError when files are absent or a download failed; offline
-        # downloads can also surface as URLError (an OSError).  The cause stays chained.
-        raise _missing(name, root, where, err if download else None) from err
+    except (RuntimeError, OSError, AssertionError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        diagnose = _diagnose_cifar if hasattr(cls, "train_list") else _diagnose_idx
+        raise diagnose(cls, name, where if diagnose is _diagnose_idx else root, where, download, err) from err
 
 
 def _from_torchvision(
@@ -80,9 +163,27 @@ def _from_torchvision(
         x = torch.as_tensor(ds.data)
         # MNIST-style data is (N, H, W); CIFAR-style numpy data is (N, H, W, C).
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-        splits.append((x.to(torch.uint8).contiguous(), torch.as_tensor(ds.targets, dtype=torch.int64)))
+        y = torch.as_tensor(ds.targets, dtype=torch.int64)
+        _check_split(name, where, "train" if train else "test", x, y, num_classes)
+        splits.append((x.to(torch.uint8).contiguous(), y))
     (train_x, train_y), (test_x, test_y) = splits
     return TensorData(train_x, train_y, test_x, test_y, num_classes, mean, std, augment)
+
+
+IMAGE_SIZES = {1: 28, 3: 32}  # MNIST-style, CIFAR-style
+
+
+def _check_split(name: str, where: str, split: str, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+    """Files that load but hold the wrong shape: image size, label count, label values."""
+    size = IMAGE_SIZES.get(x.shape[1])
+    if size is None or tuple(x.shape[2:]) != (size, size):
+        raise DataError(f"dataset {name!r} in {where}: {split} images are {tuple(x.shape[1:])} (channels, height, "
+                        f"width); expected ({x.shape[1]}, {size}, {size}); the files are not the real data")
+    if len(y) != len(x) or len(x) == 0:
+        raise DataError(f"dataset {name!r} in {where}: the {split} split has {len(x)} images and {len(y)} labels")
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise DataError(f"dataset {name!r} in {where}: {split} labels range over {int(y.min())}..{int(y.max())}, "
+                        f"expected 0..{num_classes - 1}")
 
 
 @dataset("mnist", geometry=(1, 28, 10))
@@ -114,10 +215,14 @@ def _gunzip_into(src_dir: str, dst_dir: str, names: Sequence[str]) -> None:
         if os.path.isfile(dst):
             continue
         tmp = f"{dst}.tmp{os.getpid()}"
+        src = os.path.join(src_dir, n + ".gz")
         try:
-            with gzip.open(os.path.join(src_dir, n + ".gz"), "rb") as fin, open(tmp, "wb") as fout:
+            with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
                 shutil.copyfileobj(fin, fout, length=1 << 20)
             os.replace(tmp, dst)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise DataError(f"{src} is not a complete gzip file ({_first_line(e)}): the system copy of "
+                            f"Fashion-MNIST is damaged; reinstall its package or put the files in {dst_dir}") from None
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
