@@ -97,9 +97,9 @@ def test_published_numbers_are_matched_to_the_runs_they_speak_of(tmp_path):
     assert c.loc[("TDLRT", "defaults of the authors' later code", "-"), "status"] == "no published value"
 
     summary = rep["summary"]
-    dlrt = summary[(summary.method == "dlrt")].set_index("compression_band")
-    assert dlrt.loc["8-16x", "seeds"] == 2 and dlrt.loc["8-16x", "acc_retrained"] == pytest.approx(98.2)
-    assert dlrt.loc["4-8x", "best_setting"] == "tau=0.05"
+    dlrt = summary[(summary.method == "dlrt")].set_index("setting")
+    assert dlrt.loc["tau=0.09", "seeds"] == 2 and dlrt.loc["tau=0.09", "acc_retrained"] == pytest.approx(98.2)
+    assert dlrt.loc["tau=0.05", "seeds"] == 1 and pd.isna(dlrt.loc["tau=0.05", "acc_retrained_std"])
     assert len(rep["runs"]) == 12 and (rep["runs"]["status"] == "failed").sum() == 1
     drawn = {Path(f.path).stem for f in rep["figures"] if f.path}
     assert {"acc_vs_compression_mnist_lenet5_dlrt", "acc_vs_compression_cifar10_vgg16", "norm_loss_cifar10_cnn4",

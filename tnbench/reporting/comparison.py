@@ -1,8 +1,8 @@
 """`python -m tnbench.report [--runs DIR] [--out DIR]`: the paper comparison report.
 
 Gathers every run record under --runs (unreadable ones are listed and skipped) and writes to
---out: `runs.csv` (one row per record), `summary.csv/.md` (per dataset, model and method the
-best accuracy in each compression band), `reference_comparison.csv/.md` (every published
+--out: `runs.csv` (one row per record), `summary.csv/.md` (one row per distinct setting, seeds
+aggregated: tnbench.reporting.grouping), `reference_comparison.csv/.md` (every published
 number of results/reference/ beside the measured one, with the difference, or "not run"),
 the figures (PNG, tnbench.reporting.plots) and `report.html`, a static page showing all of it (relative
 links, no JavaScript, nothing fetched from elsewhere). Missing data costs a note, never a crash.
@@ -16,11 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from tnbench.reporting import plots
 from tnbench.reporting.console import print_table, records_frame, warn
+from tnbench.reporting.grouping import add_settings, summarize
 from tnbench.reporting.page import PLOTS_DIR, write_html, write_tables
 from tnbench.reporting.records import get_path, read_records
 from tnbench.reporting.reference import (
@@ -87,10 +87,14 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         "cut": [get_path(r.get("config"), "method.cut") for r in records],
         "config_pretrain_epochs": [get_path(r.get("config"), "pipeline.pretrain_epochs") for r in records],
         "config_retrain_epochs": [get_path(r.get("config"), "pipeline.retrain_epochs") for r in records],
+        "train_subset": [get_path(r.get("config"), "dataset.train_subset") for r in records],
+        "test_subset": [get_path(r.get("config"), "dataset.test_subset") for r in records],
+        "time_total_s": [r.get("time_total_s") for r in records],
     })
     df = pd.concat([df.reset_index(drop=True), extra], axis=1)
     numeric = [c for c in df.columns if c in BY_NAME and BY_NAME[c].kind in ("int", "float")]
-    for c in numeric + ["compression_ratio_layers", "params_paper", "weights_dense", "config_pretrain_epochs", "config_retrain_epochs"]:
+    for c in numeric + ["compression_ratio_layers", "params_paper", "weights_dense", "config_pretrain_epochs",
+                        "config_retrain_epochs", "train_subset", "test_subset", "time_total_s"]:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["accuracy_drop"] = df["acc_pretrain"] - df["acc_compressed"]
     df["compression_band"] = df["compression_ratio"].map(compression_band)
@@ -99,50 +103,13 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 # runs.csv and the report's run table: the schema's table columns, the report's own after `seed`.
-REPORT_EXTRAS = ["experiment", "paper", "compression_band", "ranks"]
+REPORT_EXTRAS = ["experiment", "paper", "train_subset", "test_subset", "config_pretrain_epochs",
+                 "config_retrain_epochs", "compression_band", "ranks"]
 RUN_COLUMNS = [*columns(TABLE)[:columns(TABLE).index("seed") + 1], *REPORT_EXTRAS,
                *columns(TABLE)[columns(TABLE).index("seed") + 1:]]
 
 
-# -- the summary ------------------------------------------------------------------------------
-
-SUMMARY_COLUMNS = ["dataset", "model", "method", "compression_band", "runs", "best_setting", "seeds",
-                   "acc_retrained", "acc_retrained_std", "acc_compressed", "acc_pretrain", "compression_ratio",
-                   "compression_rate", "recovery_epochs", "recovered", "flops_compressed", "flops_ratio",
-                   "time_pretrain_s", "time_compress_s", "time_retrain_s"]
-
-
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset, model, method and compression band (log2 bins of the compression ratio), the
-    setting with the best mean accuracy after retraining over its seeds, with that setting's
-    compression, recovery epochs (median over the seeds that recovered), FLOPs and times."""
-    ok = runs[(runs["status"] == "ok") & runs["compression_band"].notna()]
-    rows = []
-    for (dataset, model, method, band), g in ok.groupby(["dataset", "model", "method", "compression_band"], dropna=False):
-        per_setting = g.groupby("setting", dropna=False)["acc_retrained"].mean()
-        best = per_setting.idxmax() if per_setting.notna().any() else per_setting.index[0]
-        b = g[g["setting"] == best] if isinstance(best, str) else g[g["setting"].isna()]
-        rec = b["recovery_epochs"]
-        flops_c = b["flops_compressed"].mean()
-        rows.append({
-            "dataset": dataset, "model": model, "method": method, "compression_band": band, "runs": len(g),
-            "best_setting": best, "seeds": len(b),
-            "acc_retrained": b["acc_retrained"].mean(),
-            "acc_retrained_std": b["acc_retrained"].std(ddof=1) if len(b) > 1 else np.nan,
-            "acc_compressed": b["acc_compressed"].mean(), "acc_pretrain": b["acc_pretrain"].mean(),
-            "compression_ratio": b["compression_ratio"].mean(), "compression_rate": b["compression_rate"].mean(),
-            "recovery_epochs": rec.median() if rec.notna().any() else np.nan,
-            "recovered": f"{int(rec.notna().sum())}/{len(b)}",
-            "flops_compressed": flops_c,
-            "flops_ratio": b["flops_dense"].mean() / flops_c if flops_c and flops_c > 0 else np.nan,
-            "time_pretrain_s": b["time_pretrain_s"].mean(), "time_compress_s": b["time_compress_s"].mean(),
-            "time_retrain_s": b["time_retrain_s"].mean(),
-        })
-    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    if out.empty:
-        return out
-    out["_order"] = out["compression_band"].map(band_order)
-    return out.sort_values(["dataset", "model", "method", "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
+# -- the summary: tnbench.reporting.grouping (never pools different settings) ------------------
 
 
 def draw(name: str, fn: Callable[[], list[plots.Figure]]) -> list[plots.Figure]:
@@ -158,14 +125,14 @@ def build_report(runs_root: Path, out: Path, ref_dir: Path, bench_dir: Path) -> 
     records, bad = read_records(runs_root)
     for path, reason in bad:
         warn(f"skipped unreadable record {path}: {reason}")
-    runs = runs_frame(records)
+    runs, setting_keys, common = add_settings(runs_frame(records), records)
     out.mkdir(parents=True, exist_ok=True)
     plot_dir = out / PLOTS_DIR
     if plot_dir.is_dir():  # figures of runs that are gone must not linger
         for old in plot_dir.glob("*.png"):
             old.unlink()
     ok = runs[runs["status"] == "ok"]
-    summary = summarize(runs)
+    summary = summarize(runs, setting_keys)
     ref = load_reference(ref_dir)
     bench, bench_source = load_bench(bench_dir)
     comparison = reference_comparison(ref, runs, records, bench, bench_source) if not ref.empty else \
@@ -183,8 +150,8 @@ def build_report(runs_root: Path, out: Path, ref_dir: Path, bench_dir: Path) -> 
     write_tables(summary, out, "summary")
     write_tables(comparison, out, "reference_comparison")
     page = write_html(out, runs_root=runs_root, runs=runs, columns=RUN_COLUMNS, summary=summary,
-                      comparison=comparison, figures=figures, bad=bad)
-    return {"runs": runs, "summary": summary, "comparison": comparison, "figures": figures, "bad": bad, "html": page}
+                      comparison=comparison, figures=figures, bad=bad, common=common)
+    return {"runs": runs, "summary": summary, "setting_keys": setting_keys, "common": common, "comparison": comparison, "figures": figures, "bad": bad, "html": page}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                                         if p.is_dir()), Path("results/reference"))
     rep = build_report(args.runs, args.out, reference, args.bench)
     if not rep["summary"].empty:
-        print_table(rep["summary"], "best accuracy per compression band",
-                    ["dataset", "model", "method", "compression_band", "runs", "acc_retrained", "compression_ratio",
-                     "recovery_epochs"])
+        print_table(rep["summary"], "one row per setting, seeds aggregated",
+                    ["dataset", "model", "method", *rep["setting_keys"], "setting", "seeds", "acc_retrained",
+                     "compression_ratio"])
     drawn = sum(1 for f in rep["figures"] if f.path)
     status = rep["comparison"]["status"].value_counts().to_dict() if not rep["comparison"].empty else {}
     print(f"{len(rep['runs'])} records ({len(rep['bad'])} unreadable), {len(rep['summary'])} summary rows, "

@@ -45,26 +45,91 @@ def write_tables(df: pd.DataFrame, out: Path, name: str) -> None:
 CSS = (Path(__file__).with_name("report.css")).read_text()
 
 
-def html_table(df: pd.DataFrame, empty: str) -> str:
-    """A plain HTML table; numeric cells right-aligned (class `num`), text left-aligned."""
+# headers of the report's own columns (the record's fields take theirs from the schema)
+HEADERS = {
+    "experiment": "experiment", "paper": "paper", "compression_band": "ratio band", "ranks": "ranks",
+    "train_subset": "train subset", "test_subset": "test subset", "config_pretrain_epochs": "pretrain ep",
+    "config_retrain_epochs": "retrain ep", "knob": "knob (budget)", "seeds": "n", "setting": "setting",
+    "acc_retrained_ci95": "95% CI", "recovered": "recovered", "flops_ratio": "FLOPs ratio",
+    "time_total_s": "time (s)", "acc_retrained_std": "std", "acc_compressed_std": "std",
+}
+DIGITS = {"acc_retrained_ci95": 2, "acc_retrained_std": 2, "acc_compressed_std": 2, "flops_ratio": 2,
+          "time_total_s": 0, "budget_reached": 2, "compression_ratio": 2, "recovery_epochs": 1}
+MAX_TEXT = 36  # longer text is shortened in the page; the whole of it shows on hover
+
+
+def header(col: str) -> str:
+    from tnbench.reporting.grouping import label
+    from tnbench.reporting.schema import BY_NAME
+
+    if col in HEADERS:
+        return HEADERS[col]
+    f = BY_NAME.get(col)
+    if f is not None:
+        return f.title + (f" ({f.unit})" if f.unit and f.unit not in f.title else "")
+    return label(col)
+
+
+def rounded(col: str, v: Any) -> str:
+    """A cell's text, rounded to the digits its measurement supports."""
+    from tnbench.reporting.schema import BY_NAME
+
+    digits = DIGITS.get(col, BY_NAME[col].digits if col in BY_NAME else None)
+    if digits is not None and isinstance(v, (float, np.floating)) and math.isfinite(v):
+        return f"{float(v):,.{digits}f}"
+    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and abs(int(v)) >= 10_000:
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer() and abs(v) >= 10_000:
+        return f"{int(v):,}"
+    return fmt_cell(v)
+
+
+def html_table(df: pd.DataFrame, empty: str, titles: dict[str, str] | None = None) -> str:
+    """An HTML table with human headers (`titles` or `header`), numbers rounded and right-aligned
+    (class `num`), text longer than MAX_TEXT shortened with the whole of it on hover."""
     if df.empty:
         return f'<p class="note">{html.escape(empty)}</p>'
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    titles = titles or {}
+    head = "".join(f'<th title="{html.escape(str(c))}">{html.escape(titles.get(c) or header(str(c)))}</th>'
+                   for c in df.columns)
     classes = [re.sub(r"\W", "_", f"col-{c}") for c in df.columns]
     rows = []
     for values in df.itertuples(index=False):
         cells = []
-        for cls, v in zip(classes, values):
+        for col, cls, v in zip(df.columns, classes, values):
             numeric = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-            cells.append(f'<td class="{cls}{" num" if numeric else ""}">{html.escape(fmt_cell(v))}</td>')
+            text = rounded(str(col), v)
+            hover = ""
+            if len(text) > MAX_TEXT:
+                hover, text = f' title="{html.escape(text)}"', text[:MAX_TEXT - 1] + "\u2026"
+            cells.append(f'<td class="{cls}{" num" if numeric else ""}"{hover}>{html.escape(text)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>' + "\n".join(rows) +
             "</tbody></table></div>")
 
 
+def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as the page shows it: accuracy as mean ± std, the CI beside it."""
+    if summary.empty:
+        return summary
+    view = summary.copy()
+
+    def pm(mean: Any, std: Any) -> str:
+        if pd.isna(mean):
+            return "-"
+        return f"{mean:.2f}" + (f" \u00b1 {std:.2f}" if pd.notna(std) else "")
+
+    view["acc_retrained"] = [pm(m, s) for m, s in zip(summary["acc_retrained"], summary["acc_retrained_std"])]
+    view["acc_compressed"] = [pm(m, s) for m, s in zip(summary["acc_compressed"], summary["acc_compressed_std"])]
+    view["acc_retrained_ci95"] = [f"\u00b1{v:.2f}" if pd.notna(v) else "-" for v in summary["acc_retrained_ci95"]]
+    drop = ["acc_retrained_std", "acc_compressed_std"] + [c for c in ("knob", "budget_reached", "setting")
+                                                          if (view[c].astype(str).isin(["", "nan", "None"])).all()]
+    return view.drop(columns=drop)
+
+
 def write_html(out: Path, *, runs_root: Path, runs: pd.DataFrame, columns: list[str], summary: pd.DataFrame,
                comparison: pd.DataFrame,
-               figures: list[plots.Figure], bad: list[tuple[Path, str]]) -> Path:
+               figures: list[plots.Figure], bad: list[tuple[Path, str]], common: dict[str, Any] | None = None) -> Path:
     esc = html.escape
     ok = runs[runs["status"] == "ok"]
     failed = runs[runs["status"] != "ok"]
@@ -82,11 +147,17 @@ def write_html(out: Path, *, runs_root: Path, runs: pd.DataFrame, columns: list[
     if bad:
         items = "".join(f"<li><code>{esc(str(p))}</code>: {esc(r)}</li>" for p, r in bad)
         parts.append(f'<div class="note">Skipped unreadable records:<ul>{items}</ul></div>')
-    parts += ['<h2 id="summary">Summary: best accuracy per compression band</h2>',
-              "<p>Per dataset, model and method, and per band of the compression ratio (log2 bins), the setting with "
-              "the best mean accuracy after retraining over its seeds. <code>recovered</code>: seeds that got back to "
-              "the pretrained accuracy; <code>flops_ratio</code>: dense / compressed FLOPs per example at the evaluation batch size.</p>",
-              html_table(summary, "no ok runs to summarize"),
+    shared = "; ".join(f"{k}={v}" for k, v in sorted((common or {}).items()))
+    parts += ['<h2 id="summary">Summary: one row per setting, seeds aggregated</h2>',
+              "<p>Runs are grouped by every setting that differs between them except the seed (columns before "
+              "<em>setting</em>; <em>setting</em>: the method's own options that differ). Accuracy: mean \u00b1 "
+              "standard deviation over the <em>n</em> seeds, 95% CI: half-width of the 95% confidence interval of "
+              "the mean (n \u2265 3). <em>knob (budget)</em>: what a budget's search chose. <em>recovered</em>: seeds "
+              "back within the recovery tolerance of the dense accuracy; FLOPs ratio: dense / compressed FLOPs "
+              "per example.</p>",
+              html_table(summary_view(summary), "no ok runs to summarize"),
+              f"<details><summary>Settings every run shares</summary><p><code>{esc(shared)}</code></p></details>"
+              if shared else "",
               '<h2 id="reference">Published numbers beside measured ones</h2>',
               "<p>Each published number of <code>results/reference/</code> with the matching runs' value and the "
               "difference (measured - published). <em>not run</em>: no ok run matches its model, dataset, method "

@@ -1,0 +1,92 @@
+"""The summary never pools different settings (tnbench.reporting.grouping): every config value
+that differs between runs except the seed splits them; seeds aggregate to mean, std, n, CI."""
+from __future__ import annotations
+
+import copy
+import math
+
+import pandas as pd
+import pytest
+
+from tnbench.reporting.comparison import build_report
+from tnbench.reporting.grouping import add_settings, seed_stats, summarize
+from tnbench.reporting.records import write_record
+
+BASE = {
+    "status": "ok", "error": None, "dataset": "fashion_mnist", "model": "lenet5", "method": "svd", "seed": 0,
+    "acc_pretrain": 89.0, "acc_compressed": 80.0, "acc_retrained": 88.0, "recovery_epochs": 1,
+    "compression_ratio": 4.0, "compression_rate": 80.0, "params_dense": 61706, "params_compressed": 15000,
+    "flops_dense": 8e5, "flops_compressed": 3e5, "time_total_s": 10.0,
+    "config": {"seed": 0, "run_id": "x", "paths": {"results_dir": "r"}, "logger": {"name": "none"},
+               "dataset": {"name": "fashion_mnist", "train_subset": None},
+               "pipeline": {"pretrain_epochs": 2, "retrain_epochs": 1}, "budget": {"ratio": 4.0, "tolerance": 0.05},
+               "method": {"name": "svd", "rank": 8, "layers": "all_but_first_last"}},
+}
+
+
+def rec(seed: int = 0, acc: float = 88.0, subset: int | None = None, retrain: int = 1, **over) -> dict:
+    r = copy.deepcopy(BASE)
+    r["seed"] = r["config"]["seed"] = seed
+    r["config"]["run_id"] = f"run-{seed}-{subset}-{retrain}-{acc}"
+    r["config"]["paths"]["results_dir"] = f"somewhere-{seed}"  # cannot change a number: never splits
+    r["acc_retrained"] = acc
+    r["config"]["dataset"]["train_subset"] = subset
+    r["config"]["pipeline"]["retrain_epochs"] = retrain
+    r.update(over)
+    return r
+
+
+def frames(records: list[dict]):
+    runs = pd.DataFrame({"_i": range(len(records)), **{k: [r.get(k) for r in records] for k in (
+        "status", "dataset", "model", "method", "acc_pretrain", "acc_compressed", "acc_retrained", "recovery_epochs",
+        "compression_ratio", "flops_dense", "flops_compressed", "time_total_s", "budget_reached")}})
+    runs, keys, common = add_settings(runs, records)
+    return summarize(runs, keys), keys, common
+
+
+def test_runs_with_different_subsets_or_epochs_stay_apart():
+    records = [rec(0, 88.0), rec(1, 87.0), rec(0, 70.0, subset=2000), rec(0, 89.0, retrain=3)]
+    summary, keys, common = frames(records)
+    assert keys == ["dataset.train_subset", "pipeline.retrain_epochs"]
+    assert len(summary) == 3 and sorted(summary["seeds"]) == [1, 1, 2]
+    small = summary[summary["dataset.train_subset"] == 2000]
+    assert small["acc_retrained"].tolist() == [70.0]  # never averaged with the full-data runs
+    full = summary[summary["dataset.train_subset"].isna() & (summary["pipeline.retrain_epochs"] == 1)]
+    assert full["acc_retrained"].tolist() == [87.5]
+    assert common["pipeline.pretrain_epochs"] == 2 and common["budget.ratio"] == 4.0
+    assert "paths.results_dir" not in common and "seed" not in common and "paths.results_dir" not in keys
+
+
+def test_three_seeds_aggregate_into_mean_std_count_and_interval():
+    summary, _, _ = frames([rec(0, 88.0), rec(1, 87.0), rec(2, 89.0)])
+    row = summary.iloc[0]
+    assert row["seeds"] == 3 and row["acc_retrained"] == pytest.approx(88.0)
+    assert row["acc_retrained_std"] == pytest.approx(1.0)
+    assert row["acc_retrained_ci95"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)  # t(0.975, 2)
+    two = seed_stats(pd.Series([1.0, 2.0]))
+    assert two["n"] == 2 and math.isnan(two["ci95"]) and two["std"] == pytest.approx(math.sqrt(0.5))
+
+
+def test_method_options_that_differ_are_the_setting_and_a_searched_knob_is_not():
+    records = [rec(0, 88.0), rec(1, 86.0)]
+    records[1]["config"]["method"]["rank"] = 4  # a budget chose different ranks: same setting
+    for r, k in zip(records, (8, 4)):
+        r["budget_knob"] = {"rank": k}
+    summary, _, _ = frames(records)
+    assert len(summary) == 1 and summary.iloc[0]["setting"] == "" and summary.iloc[0]["knob"] == "rank=4, rank=8"
+    other = [rec(0), rec(1)]
+    other[1]["config"]["method"]["rank"] = 4
+    assert sorted(frames(other)[0]["setting"]) == ["rank=4", "rank=8"]
+
+
+def test_runs_csv_carries_subset_epochs_and_budget(tmp_path):
+    for i, r in enumerate([rec(0, budget_kind="ratio", budget_asked=4.0, budget_reached=4.1), rec(1, subset=2000)]):
+        write_record(tmp_path / "runs" / f"r{i}", r)
+    rep = build_report(tmp_path / "runs", tmp_path / "out", tmp_path / "no-ref", tmp_path / "no-bench")
+    table = pd.read_csv(tmp_path / "out" / "runs.csv")
+    for col in ("train_subset", "config_pretrain_epochs", "config_retrain_epochs", "budget_asked", "budget_reached"):
+        assert col in table
+    assert table["train_subset"].tolist()[1] == 2000 and table["budget_asked"].tolist()[0] == 4.0
+    assert len(rep["summary"]) == 2
+    page = rep["html"].read_text()
+    assert "train subset" in page and "88.00" in page
