@@ -33,6 +33,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant", "step")
 LOGGERS = ("wandb", "csv", "none")
 SELECTIONS = ("last", "best_val_loss")
+TWIN_MODES = ("cache", "train", "off")
 LOGGER_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 
@@ -216,6 +217,9 @@ class PipelineConfig:
     # which retrain epoch's model the run ends with: `last`, or `best_val_loss` (the epoch of
     # lowest loss on the dataset's validation split, `dataset.val_split`; DLRT's protocol)
     select: str = one_of("last", SELECTIONS)
+    # runs from scratch (pretrain_epochs=0): recovery is measured against the dense twin (same
+    # data, model, seed and budget) from the pretrain cache: cache | train (when missing) | off
+    dense_twin: str = one_of("cache", TWIN_MODES)
     pretrain_optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     retrain_optimizer: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(lr=0.01, schedule="cosine")

@@ -120,7 +120,8 @@ class Classifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         # Dropout and any other in-model randomness restart from a per-epoch seed, so a run
         # resumed from an epoch checkpoint draws exactly what the uninterrupted run drew.
-        offset = {"pretrain": 0, "retrain": 100_000}.get(self.stage_name, 200_000)
+        # a dense twin (tnbench.pipeline.twin) is trained as a pretraining would be
+        offset = {"pretrain": 0, "twin": 0, "retrain": 100_000}.get(self.stage_name, 200_000)
         torch.manual_seed(self.seed * 1_000_003 + offset + self.current_epoch)
         self._sums = torch.zeros(3, device=self.device)  # loss * n, correct, n
         # The schedule is per epoch: bring it to this epoch. Counting from the epoch (rather

@@ -44,6 +44,7 @@ NOT_PRETRAIN: dict[str, str] = {
     "pipeline.retrain_optimizer": "retraining comes after pretraining",
     "pipeline.recovery_tolerance": "read from the retraining curve",
     "pipeline.select": "chooses among the retraining epochs",
+    "pipeline.dense_twin": "where a run from scratch finds its dense reference, after training",
     "pipeline.init_checkpoint": "a run that starts from a checkpoint does not use the cache",
     "experiment_name": "a label of the run, not of its dense model",
     "budget": "the budget sets the method's size knob, after pretraining",

@@ -27,11 +27,12 @@ from tnbench.pipeline.classifier import Classifier
 from tnbench.pipeline.failpoints import failpoint
 from tnbench.pipeline.identity import pretrain_identity, pretrain_key
 from tnbench.pipeline.integrity import CheckpointSetAside, lightning_checkpoint_problem, remove_temps, set_aside
-from tnbench.pipeline.metrics import compression_summary, count_params, count_weights, record_flops, recovery_epochs
+from tnbench.pipeline.metrics import compression_summary, count_params, count_weights, record_flops
 from tnbench.pipeline.progress import compress_progress
 from tnbench.pipeline.resume import EpochCheckpoint, checkpoint_path, load_state, save_state
 from tnbench.pipeline.selection import ModelSelection
 from tnbench.pipeline.trainer import finish_logger, log_curve, make_logger, make_trainer
+from tnbench.pipeline.twin import find_or_train, needs_twin, record_recovery
 from tnbench.reporting.console import console, print_summary, stage_banner
 from tnbench.reporting.records import write_record
 
@@ -241,7 +242,29 @@ def budget_reached(rec: dict[str, Any]) -> float:
             "flops": rec["flops_compressed_b1"]}[kind]
 
 
-def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, input_shape: tuple[int, ...]) -> None:
+def dense_twin(run: Run, dm: InMemoryDataModule, data: TensorData) -> dict[str, Any] | None:
+    """For a run from scratch, its dense twin from the pretrain cache, trained first with
+    `pipeline.dense_twin=train` (tnbench.pipeline.twin)."""
+    cfg = run.cfg
+    if not needs_twin(cfg):
+        return None
+
+    def train() -> tuple[dict[str, Any], list[float], list[dict[str, float]]]:
+        run.stage("twin")
+        L.seed_everything(cfg.seed, workers=True, verbose=False)  # where a pretraining would start
+        model = build_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
+                            num_classes=data.num_classes, **cfg.model.options)
+        module = Classifier(model, data.num_classes, channels_last=cfg.trainer.channels_last, seed=cfg.seed,
+                            gradient_clip_val=cfg.trainer.gradient_clip_val)
+        dm.reseed(cfg.seed)
+        history = fit(run, module, dm, "twin", cfg.pipeline.retrain_epochs, cfg.pipeline.retrain_optimizer)
+        return model.state_dict(), history, module.curve
+
+    return find_or_train(cfg, train)
+
+
+def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, input_shape: tuple[int, ...],
+            twin: dict[str, Any] | None = None) -> None:
     cfg, rec = run.cfg, run.record
     run.stage("retrain")
     L.seed_everything(cfg.seed + 1, workers=True, verbose=False)  # same retraining on a cache hit or not
@@ -265,8 +288,7 @@ def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, i
             selected = selector.restore_best(module.model) or selected
     rec["selected_epoch"] = selected
     rec["acc_selected"] = accs[selected - 1] if selected else rec["acc_compressed"]
-    rec["recovery_epochs"] = recovery_epochs(rec["acc_pretrain"], rec["acc_compressed"], accs,
-                                             cfg.pipeline.recovery_tolerance)
+    record_recovery(rec, cfg, twin, accs)
     final = method.describe(module.model)
     if final is not None:  # the structure changed while training: report the final model
         rec["compression_at_compress"] = {k: rec[k] for k in ("params_compressed", "compression_ratio",
@@ -331,7 +353,8 @@ def attempt(cfg: DictConfig, run_dir: Path) -> Run:
         input_shape = (data.in_channels, data.image_size, data.image_size)
         method = compress(run, module, dm, method, input_shape)
         failpoint("compress:done")
-        retrain(run, module, dm, method, input_shape)
+        twin = dense_twin(run, dm, data)
+        retrain(run, module, dm, method, input_shape, twin)
         rec["status"] = "ok"
         rec.pop("stage", None)
         if not cfg.pipeline.keep_checkpoints and is_rank_zero():  # resuming is moot now

@@ -32,7 +32,7 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 
-STAGES = ("pretrain", "compress", "retrain")
+STAGES = ("pretrain", "twin", "compress", "retrain")  # twin: a from-scratch run's dense twin
 LOG_EVERY_N_STEPS = 50
 
 

@@ -90,21 +90,44 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         "train_subset": [get_path(r.get("config"), "dataset.train_subset") for r in records],
         "test_subset": [get_path(r.get("config"), "dataset.test_subset") for r in records],
         "time_total_s": [r.get("time_total_s") for r in records],
+        "config_recovery_tolerance": [get_path(r.get("config"), "pipeline.recovery_tolerance") for r in records],
     })
     df = pd.concat([df.reset_index(drop=True), extra], axis=1)
     numeric = [c for c in df.columns if c in BY_NAME and BY_NAME[c].kind in ("int", "float")]
     for c in numeric + ["compression_ratio_layers", "params_paper", "weights_dense", "config_pretrain_epochs",
-                        "config_retrain_epochs", "train_subset", "test_subset", "time_total_s"]:
+                        "config_retrain_epochs", "train_subset", "test_subset", "time_total_s",
+                        "config_recovery_tolerance"]:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["accuracy_drop"] = df["acc_pretrain"] - df["acc_compressed"]
+    # the accuracy a run reports: its selected model's (pipeline.select), else its last epoch's
+    df["acc_reported"] = df["acc_selected"].fillna(df["acc_retrained"])
+    df["acc_dense"] = dense_reference(df)
+    df["gap_to_dense"] = df["acc_reported"] - df["acc_dense"]
     df["compression_band"] = df["compression_ratio"].map(compression_band)
     return df.sort_values(["dataset", "model", "method", "setting", "seed"], na_position="last",
                           kind="stable").reset_index(drop=True)
 
 
+def dense_reference(df: pd.DataFrame) -> pd.Series:
+    """Each run's dense accuracy, what its accuracy is judged against: the pretrained model's for
+    a run that pretrained; for a run from scratch its dense twin's (tnbench.pipeline.twin), else a
+    `method=none` run from scratch with the same dataset, model, seed and budget."""
+    pretrained = df["config_pretrain_epochs"].fillna(0) > 0
+    ref = df["acc_pretrain"].where(pretrained)
+    ref = ref.fillna(df["acc_dense_twin"].where(~pretrained))
+    key = ["dataset", "model", "seed", "config_retrain_epochs"]
+    dense = df[(df["method"] == "none") & ~pretrained & (df["status"] == "ok")]
+    if not dense.empty:
+        by_key = dense.groupby(key, dropna=False)["acc_reported"].mean()
+        lookup = df[key].apply(lambda r: by_key.get(tuple(r), float("nan")), axis=1)
+        ref = ref.fillna(lookup.where(~pretrained))
+    return ref
+
+
 # runs.csv and the report's run table: the schema's table columns, the report's own after `seed`.
 REPORT_EXTRAS = ["experiment", "paper", "train_subset", "test_subset", "config_pretrain_epochs",
-                 "config_retrain_epochs", "compression_band", "ranks"]
+                 "config_retrain_epochs", "compression_band", "ranks", "acc_dense",
+                 "gap_to_dense"]
 RUN_COLUMNS = [*columns(TABLE)[:columns(TABLE).index("seed") + 1], *REPORT_EXTRAS,
                *columns(TABLE)[columns(TABLE).index("seed") + 1:]]
 

@@ -83,9 +83,16 @@ FIELDS: tuple[Field, ...] = (
     _f("selected_epoch", "int", "the retrain epoch of that model (0: no retraining)", RUN, TABLE, header="sel ep"),
     _f("val_history", "list", "with dataset.val_split: loss and accuracy on the validation split after each "
        "retrain epoch"),
-    _f("recovery_epochs", "int", "first retrain epoch whose test accuracy is at least acc_pretrain - "
-       "recovery_tolerance; 0 if compression stayed within it; null if never reached", RUN, TABLE, BRIEF,
-       header="recovery ep"),
+    _f("recovery_epochs", "int", "first retrain epoch whose test accuracy is at least the reference (acc_pretrain, "
+       "or for a run from scratch acc_dense_twin) - recovery_tolerance; 0 if compression stayed within it; null if "
+       "never reached or without a reference (`recovery_note`)", RUN, TABLE, BRIEF, header="recovery ep"),
+    _f("recovery_reference", "str", "what recovery_epochs is measured against: `acc_pretrain` or `dense twin`"),
+    _f("acc_dense_twin", "float", "runs from scratch: final test accuracy of the dense model trained with the same "
+       "data, model, seed and budget (the pretrain cache's entry for it; pipeline.dense_twin)", RUN, TABLE, unit="%",
+       header="acc dense twin", digits=2),
+    _f("dense_twin_checkpoint", "str", "where that dense twin is (a pretrain cache entry)"),
+    _f("recovery_note", "str", "why recovery_epochs is null without being unreached (a run from scratch without "
+       "its dense twin)"),
     # size and cost
     _f("compression_ratio", "float", "all parameters of the dense model / all parameters after compression",
        RUN, TABLE, BRIEF, unit="x", header="ratio", digits=2),
