@@ -160,8 +160,11 @@ def write_html(out: Path, *, runs_root: Path, runs: pd.DataFrame, columns: list[
               if shared else "",
               '<h2 id="reference">Published numbers beside measured ones</h2>',
               "<p>Each published number of <code>results/reference/</code> with the matching runs' value and the "
-              "difference (measured - published). <em>not run</em>: no ok run matches its model, dataset, method "
-              "and setting.</p>"]
+              "difference (measured - published), each size under the published figure's counting rule "
+              "(<code>count_rule</code>; tnbench.functional.counting). <em>measured (stand-in)</em>: measured on "
+              "<code>measured_on</code> (Fashion-MNIST) in place of the paper's MNIST or CIFAR data, which this "
+              "machine lacks (<code>python -m tnbench.reproduce PAPER</code> runs them). <em>not run</em>: no ok run "
+              "matches its model, dataset, method and setting.</p>"]
     if comparison.empty:
         parts.append(html_table(comparison, "no reference tables found"))
     else:
