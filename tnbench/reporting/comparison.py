@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from tnbench.reporting import plots
+from tnbench.reporting import plots, tradeoff
 from tnbench.reporting.console import print_table, records_frame, warn
 from tnbench.reporting.grouping import add_settings, summarize
 from tnbench.reporting.page import PLOTS_DIR, write_html, write_tables
@@ -152,7 +152,7 @@ def build_report(runs_root: Path, out: Path, ref_dir: Path, bench_dir: Path) -> 
     out.mkdir(parents=True, exist_ok=True)
     plot_dir = out / PLOTS_DIR
     if plot_dir.is_dir():  # figures of runs that are gone must not linger
-        for old in plot_dir.glob("*.png"):
+        for old in [*plot_dir.glob("*.png"), *plot_dir.glob("*.pdf")]:
             old.unlink()
     ok = runs[runs["status"] == "ok"]
     summary = summarize(runs, setting_keys)
@@ -163,9 +163,10 @@ def build_report(runs_root: Path, out: Path, ref_dir: Path, bench_dir: Path) -> 
     histories = {int(r["_i"]): records[int(r["_i"])].get("rank_history") for _, r in ok.iterrows()}
     published = published_points(ref)
     figures = [
-        *draw("Accuracy vs compression", lambda: plots.accuracy_vs_compression(ok, published, plot_dir)),
+        *draw("Accuracy vs compression", lambda: tradeoff.accuracy_vs_ratio(summary, setting_keys, published, plot_dir)),
+        *draw("Recovery while retraining", lambda: tradeoff.retraining_curves(
+            ok, records, setting_keys, plot_dir, common.get("pipeline.recovery_tolerance"))),
         *draw("Accuracy vs norm loss per cut", lambda: plots.accuracy_vs_norm_loss(ok, plot_dir)),
-        *draw("Recovery epochs", lambda: plots.recovery_epochs(ok, plot_dir)),
         *draw("Rank evolution (adaptive methods)", lambda: plots.rank_evolution(ok, histories, plot_dir)),
         *draw("Partial-norm scaling", lambda: plots.partial_norm_scaling(bench, bench_source, plot_dir)),
     ]

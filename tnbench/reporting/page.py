@@ -1,7 +1,10 @@
 """The report as files: CSV/markdown tables and report.html (static, no JavaScript, nothing
-fetched; the stylesheet is report.css beside this module)."""
+fetched, self-contained: the stylesheet, report.css beside this module, is inlined and the
+figures are embedded as PNG data, so the page can be sent as one file; each figure's PDF is
+beside its PNG in plots/)."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import html
 import math
@@ -182,8 +185,16 @@ def write_html(out: Path, *, runs_root: Path, runs: pd.DataFrame, columns: list[
             section = f.section
         if f.path:
             caption = esc(f.title) + (f" ({esc(f.note)})" if f.note else "")
-            parts.append(f'<figure><img src="{esc(PLOTS_DIR + "/" + f.path)}" alt="{esc(f.section)}: {esc(f.title)}">'
-                         f"<figcaption>{caption}</figcaption></figure>")
+            png = out / PLOTS_DIR / f.path
+            pdf = f"{PLOTS_DIR}/{Path(f.path).with_suffix('.pdf').name}"
+            blob = png.read_bytes()
+            data = base64.b64encode(blob).decode("ascii")
+            # shown at half its pixels (200 dpi drawn, ~100 dpi on screen), never wider than the page
+            width, height = int.from_bytes(blob[16:20], "big") // 2, int.from_bytes(blob[20:24], "big") // 2
+            parts.append(f'<figure><img src="data:image/png;base64,{data}" width="{width}" height="{height}" data-file="{esc(PLOTS_DIR + "/" + f.path)}" '
+                         f'alt="{esc(f.section)}: {esc(f.title)}"><figcaption>{caption} '
+                         f'<span class="files">({esc(PLOTS_DIR + "/" + f.path)}, <a href="{esc(pdf)}">PDF</a>)</span>'
+                         "</figcaption></figure>")
         else:
             parts.append(f'<p class="note">Skipped: {esc(f.note)}</p>')
     parts += ['<h2 id="runs">All runs</h2>',

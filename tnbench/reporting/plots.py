@@ -1,4 +1,6 @@
-"""The report's figures, drawn with matplotlib's Agg backend into PNG files.
+"""The report's figures, drawn with matplotlib's Agg backend into PNG (200 dpi) and PDF files;
+titles are the page's (`Figure.title`), not drawn into the figures. The comparison figures
+(accuracy vs compression ratio, retraining curves) are in tnbench.reporting.tradeoff.
 
 Each function takes the runs table of `tnbench.report` (one row per ok record) and writes its
 figures, returning a `Figure` per file, or one `Figure` with no path and a note saying why
@@ -17,13 +19,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-DPI = 110
+DPI = 200
 MAX_RANK_PANELS = 12
-NEVER = "never"
 
 
 @dataclass
@@ -41,9 +41,12 @@ def slug(*parts: Any) -> str:
 
 
 def _save(fig: plt.Figure, out_dir: Path, name: str) -> str:
+    """`name` as PNG at DPI (what the page shows) and the same figure as PDF beside it (vector,
+    for a paper); returns the PNG's name."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out_dir / name, dpi=DPI)
+    fig.savefig(out_dir / name, dpi=DPI, bbox_inches="tight")
+    fig.savefig((out_dir / name).with_suffix(".pdf"), bbox_inches="tight")
     plt.close(fig)
     return name
 
@@ -54,94 +57,11 @@ def _colors(keys: Iterable[str]) -> dict[str, Any]:
     return {k: cmap(i % cmap.N) for i, k in enumerate(keys)}
 
 
-MARKERS = "osD^vP*Xh<>p"
-
-
-def _markers(keys: Iterable[str]) -> dict[str, str]:
-    return {k: MARKERS[i % len(MARKERS)] for i, k in enumerate(sorted(set(keys)))}
-
-
-def pareto_front(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The points no other point beats on both compression (higher) and accuracy (higher),
-    ordered by compression."""
-    order = np.lexsort((-y, -x))  # by x descending, ties: best y first
-    best = -math.inf
-    keep = []
-    for i in order:
-        if y[i] > best:
-            keep.append(i)
-            best = y[i]
-    keep = keep[::-1]
-    return x[keep], y[keep]
-
-
 def _numeric(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
     out = df.copy()
     for c in cols:
         out[c] = pd.to_numeric(out[c], errors="coerce")
     return out.dropna(subset=list(cols))
-
-
-def accuracy_vs_compression(runs: pd.DataFrame, published: pd.DataFrame, out_dir: Path) -> list[Figure]:
-    """Per dataset and model: test accuracy after retraining against the compression ratio of the
-    whole model (left) and the compression rate of the compressed layers (right), each method's
-    Pareto front as a line, published points (the papers' own definitions) as black stars."""
-    section = "Accuracy vs compression"
-    pairs = sorted(set(zip(runs["dataset"], runs["model"])) | set(zip(published["dataset"], published["model"])))
-    figures, published_only = [], []
-    colors, markers = _colors(runs["method"]), _markers(runs["method"])
-    paper_markers = _markers(published["paper"])
-    for dataset, model in pairs:
-        sub = runs[(runs.dataset == dataset) & (runs.model == model)]
-        pub = published[(published["dataset"] == dataset) & (published["model"] == model)]
-        if sub.empty:
-            if not pub.empty:
-                published_only.append(f"{model} / {dataset}")
-            continue
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
-        drew = False
-        for ax, xcol, label, pub_col in (
-            (axes[0], "compression_ratio", "compression ratio (dense / compressed parameters, log)", "compression_ratio"),
-            (axes[1], "compression_rate", "compression rate of the compressed layers (% of weights removed)", "compression_rate"),
-        ):
-            pts = _numeric(sub, xcol, "acc_retrained")
-            for method, g in pts.groupby("method"):
-                x, y = g[xcol].to_numpy(float), g["acc_retrained"].to_numpy(float)
-                ax.scatter(x, y, s=24, color=colors[method], marker=markers[method], alpha=0.8, label=method)
-                fx, fy = pareto_front(x, y)
-                if len(fx) > 1:
-                    ax.plot(fx, fy, color=colors[method], lw=1.4)
-                drew = True
-            if not pub.empty:
-                for paper, pp in _numeric(pub, pub_col, "accuracy").groupby("paper"):
-                    ax.scatter(pp[pub_col], pp["accuracy"], marker=paper_markers[paper], s=70, facecolor="none",
-                               edgecolor="black", lw=1.2, zorder=5, label=f"published: {paper}")
-                    for _, r in pp.iterrows():
-                        ax.annotate(str(r["setting"]), (r[pub_col], r["accuracy"]), fontsize=6.5,
-                                    xytext=(4, 3), textcoords="offset points")
-                    drew = True
-            if xcol == "compression_ratio" and ax.has_data():
-                ax.set_xscale("log")
-            ax.set_xlabel(label)
-            ax.grid(alpha=0.3)
-        axes[0].set_ylabel("test accuracy after retraining (%)")
-        handles, labels = axes[0].get_legend_handles_labels()
-        h2, l2 = axes[1].get_legend_handles_labels()
-        seen = dict(zip(labels, handles)) | {k: v for k, v in zip(l2, h2) if k not in labels}
-        if seen:
-            axes[1].legend(seen.values(), seen.keys(), fontsize=8, loc="best")
-        fig.suptitle(f"{model} on {dataset}: accuracy vs compression (lines: Pareto front per method)")
-        if not drew:
-            plt.close(fig)
-            continue
-        figures.append(Figure(section, f"{model} / {dataset}", _save(fig, out_dir, f"acc_vs_compression_{slug(dataset, model)}.png")))
-    if published_only:
-        figures.append(Figure(section, "published points without runs", note="published numbers for "
-                              f"{', '.join(published_only)} but no ok run there (see the reference comparison)"))
-    if not any(f.path for f in figures):
-        figures.insert(0, Figure(section, "accuracy vs compression", note="no ok run with a compression ratio and "
-                                 "an accuracy: nothing to draw"))
-    return figures
 
 
 def accuracy_vs_norm_loss(runs: pd.DataFrame, out_dir: Path) -> list[Figure]:
@@ -169,46 +89,10 @@ def accuracy_vs_norm_loss(runs: pd.DataFrame, out_dir: Path) -> list[Figure]:
         ax.axvline(0.5, color="black", lw=0.8, ls="-.", label="paper: up to 0.5 costs little")
         ax.set_xlabel("norm loss 1 - ||W_trunc||_F / ||W||_F (mean over layers)")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{model} on {dataset}: truncation per cut (dotted: after retraining)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         figures.append(Figure(section, f"{model} / {dataset}", _save(fig, out_dir, f"norm_loss_{slug(dataset, model)}.png")))
     return figures
-
-
-def recovery_epochs(runs: pd.DataFrame, out_dir: Path) -> list[Figure]:
-    """Retrain epochs until the pretrained accuracy is back (within the tolerance), per method;
-    runs that never got there sit on the `never` row."""
-    section = "Recovery epochs"
-    if runs.empty:
-        return [Figure(section, "recovery epochs", note="no ok runs")]
-    retrained = runs[runs["config_retrain_epochs"].fillna(0) > 0]
-    if retrained.empty:
-        return [Figure(section, "recovery epochs", note="no ok run with retraining (pipeline.retrain_epochs > 0)")]
-    methods = sorted(retrained["method"].unique())
-    epochs = pd.to_numeric(retrained["recovery_epochs"], errors="coerce")
-    last = int(np.nanmax([epochs.max() if epochs.notna().any() else 0, retrained["config_retrain_epochs"].max()]))
-    step = max(1, (last + 1) // 10)
-    top = last + 2 * step  # the `never` row, clear of the last epoch
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.8 * len(methods) + 2), 4.2))
-    rng = np.random.default_rng(0)
-    for i, m in enumerate(methods):
-        e = epochs[retrained["method"] == m]
-        done = e.dropna().to_numpy(float)
-        never = int(e.isna().sum())
-        if len(done):
-            ax.scatter(i + rng.uniform(-0.15, 0.15, len(done)), done, s=18, alpha=0.7, color="C0")
-            ax.hlines(np.median(done), i - 0.3, i + 0.3, color="C3", lw=2)
-        if never:
-            ax.scatter([i], [top], marker="x", color="C3", s=40)
-            ax.annotate(str(never), (i, top), xytext=(6, -3), textcoords="offset points", fontsize=8)
-    ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
-    ticks = list(range(0, last + 1, step))
-    ax.set_yticks(ticks + [top], [str(t) for t in ticks] + [NEVER])
-    ax.set_ylabel("recovery epochs (red bar: median)")
-    ax.set_title("Retrain epochs until the pretrained accuracy is back\n(x: never got there, with the count)", fontsize=10)
-    ax.grid(alpha=0.3, axis="y")
-    return [Figure(section, "recovery epochs per method", _save(fig, out_dir, "recovery_epochs.png"))]
 
 
 def rank_series(history: Any) -> dict[str, tuple[list[float], list[float]]]:
@@ -269,7 +153,6 @@ def rank_evolution(runs: pd.DataFrame, histories: dict[int, Any], out_dir: Path)
             ax.legend(fontsize=6)
         for ax in list(axes.flat)[len(shown):]:
             ax.axis("off")
-        fig.suptitle(f"{method}: ranks while retraining, {model} on {dataset}")
         note = f"first {MAX_RANK_PANELS} of {len(sub)} runs" if len(sub) > MAX_RANK_PANELS else ""
         figures.append(Figure(section, f"{method} / {model} / {dataset}",
                               _save(fig, out_dir, f"rank_history_{slug(dataset, model, method)}.png"), note))
@@ -332,6 +215,4 @@ def partial_norm_scaling(bench: pd.DataFrame | None, source: str, out_dir: Path)
                 ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6.5, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
-    fig.suptitle("Partial-norm initialization: cost against the number of nodes"
-                 + (" (Frobenius norm)" if frobenius else ""))
     return [Figure(section, "partial-norm scaling", _save(fig, out_dir, "partial_norm_scaling.png"), f"data: {source}")]
