@@ -16,9 +16,14 @@ def test_dashboard_offline_writes_the_workspace_definition(tmp_path):
     assert d["pushed"] is None and d["project"] == "tnbench"
     assert d["generator"].startswith("wandb-workspaces")
     names = [s["name"] for s in d["sections"]]
-    assert names[:2] == ["Accuracy vs compression", "By method"] and {"By model", "By dataset", "By paper"} <= set(names)
+    assert names[:3] == ["Equal budgets", "Accuracy vs compression", "By method"]
+    assert {"By model", "By dataset", "By paper"} <= set(names)
     grouped = {p["groupby"] for s in d["sections"] for p in s["panels"] if p["groupby"]}
-    assert grouped == {"method.name", "model.name", "dataset.name", "method.paper"}
+    assert grouped == {"method.name", "model.name", "dataset.name", "method.paper", "budget.ratio"}
+    budget = d["sections"][0]["panels"]
+    assert budget[0]["x"] == "budget_asked" and budget[0]["log_x"]  # the budget on the x axis
+    assert any("acc_pretrain" in p["y"] and p["groupby"] == "budget.ratio" for p in budget)  # dense beside it
+    assert d["runset_groupby"][0] == "method.paper"
     shown = {m for s in d["sections"] for p in s["panels"] for m in [*p["y"], p["x"]] if m}
     assert {"retrain/val_acc", "pretrain/val_acc", "compress/val_acc", "acc_pretrain", "acc_compressed",
             "acc_retrained", "compression_ratio", "compression_rate", "recovery_epochs", "norm_loss_mean"} <= shown
@@ -28,9 +33,11 @@ def test_dashboard_offline_writes_the_workspace_definition(tmp_path):
     assert [s["name"] for s in sections] == names
     assert sum(len(s["panels"]) for s in sections) == sum(len(s["panels"]) for s in d["sections"])
     group_by = {p["config"].get("groupBy") for s in sections for p in s["panels"]} - {None}
-    assert group_by == {"method.value.name", "model.value.name", "dataset.value.name", "method.value.paper"}
+    assert group_by == {"method.value.name", "model.value.name", "dataset.value.name", "method.value.paper",
+                        "budget.value.ratio"}
     grouping = spec["runSets"][0]["grouping"]
-    assert [g["name"] for g in grouping] == ["method.value.name", "model.value.name", "dataset.value.name"]
+    assert [g["name"] for g in grouping] == ["method.value.paper", "method.value.name", "model.value.name",
+                                             "dataset.value.name"]
     assert "summary:acc_retrained" in spec["runSets"][0]["runFeed"]["columnPinned"]
 
 

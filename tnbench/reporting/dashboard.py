@@ -3,8 +3,10 @@
 The panels follow what every tnbench W&B run carries: config keys `method.name`, `model.name`,
 `dataset.name`, `method.paper`; the history metrics `pretrain/val_acc`, `compress/val_acc`,
 `retrain/val_acc` (x axis `epoch`); the summary keys acc_pretrain, acc_compressed,
-acc_retrained, compression_ratio, compression_rate, recovery_epochs, norm_loss_mean; group =
-experiment (or model-dataset) and tags = method, model, dataset, paper.
+acc_retrained, compression_ratio, compression_rate, recovery_epochs, norm_loss_mean and, with a
+budget, budget_asked and budget_reached (config `budget.ratio`); group = experiment (or
+model-dataset) and tags = method, model, dataset, paper. The first section has the report's
+views: the budget on the x axis, the dense accuracy beside each budget, grouping by paper.
 
 The definition is built with the `wandb-workspaces` library and pushed only when W&B is online
 (WANDB_MODE is not offline/disabled and an API key is present): a saved workspace view plus a
@@ -35,6 +37,9 @@ PLACEHOLDER_ENTITY = "<your-entity>"
 # the history metrics of tnbench.pipeline.classifier).
 SUMMARY = [f.name for f in view(RUN) if BRIEF in f.views and f.kind in ("int", "float")] + ["norm_loss_mean"]
 GROUPINGS = {"method": "method.name", "model": "model.name", "dataset": "dataset.name", "paper": "method.paper"}
+BUDGET = "budget.ratio"  # the config key of the equal-budget comparison (budget.* of tnbench.config)
+CONFIG_KEYS = {*GROUPINGS.values(), BUDGET}
+RUNSET_GROUPBY = ("paper", "method", "model", "dataset")  # runs grouped by paper first, then method
 
 
 @dataclass
@@ -68,6 +73,19 @@ def sections() -> list[Section]:
         ]))
     method = GROUPINGS["method"]
     return [
+        # the report's views: the budget on the x axis, the dense accuracy beside every budget
+        Section("Equal budgets", [
+            Panel("scatter", "accuracy after retraining vs budget asked (compression ratio)", x="budget_asked",
+                  y=["acc_retrained"], log_x=True),
+            Panel("scatter", "accuracy after retraining vs compression ratio reached", x="budget_reached",
+                  y=["acc_retrained"], log_x=True),
+            Panel("bar", "dense, compressed and retrained accuracy per budget", y=["acc_pretrain", "acc_compressed",
+                                                                                  "acc_retrained"], groupby=BUDGET),
+            Panel("bar", "accuracy after retraining per budget and paper", y=["acc_retrained"],
+                  groupby=GROUPINGS["paper"]),
+            Panel("line", "retraining per budget: test accuracy per epoch", x="retrain/epoch", y=["retrain/val_acc"],
+                  groupby=BUDGET),
+        ]),
         Section("Accuracy vs compression", [
             Panel("scatter", "accuracy after retraining vs compression ratio", x="compression_ratio",
                   y=["acc_retrained"], log_x=True),
@@ -105,7 +123,7 @@ def _metric(name: str) -> Any:
     """A summary key, or a config key for the dotted names of GROUPINGS."""
     import wandb_workspaces.reports.v2 as wr
 
-    return wr.Config(name) if name in GROUPINGS.values() else wr.SummaryMetric(name)
+    return wr.Config(name) if name in CONFIG_KEYS else wr.SummaryMetric(name)
 
 
 def library_panel(p: Panel) -> Any:
@@ -135,7 +153,7 @@ def build_workspace(entity: str, project: str, name: str, experiment: str | None
                   for i, s in enumerate(sections())],
         runset_settings=ws.RunsetSettings(
             filters=filters,
-            groupby=[ws.Config(GROUPINGS["method"]), ws.Config(GROUPINGS["model"]), ws.Config(GROUPINGS["dataset"])],
+            groupby=[ws.Config(GROUPINGS[k]) for k in RUNSET_GROUPBY],
             pinned_columns=[f"summary:{k}" for k in SUMMARY],
         ),
         # W&B's default x-axis: each stage has its own (`<stage>/epoch`), named by the per-epoch panels
@@ -201,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     entity = args.entity
     definition: dict[str, Any] = {
         "project": args.project, "entity": entity or PLACEHOLDER_ENTITY, "name": args.name,
-        "experiment": args.experiment, "runset_groupby": [GROUPINGS[k] for k in ("method", "model", "dataset")],
+        "experiment": args.experiment, "runset_groupby": [GROUPINGS[k] for k in RUNSET_GROUPBY],
         "tags": list(GROUPINGS), "summary_keys": SUMMARY, "sections": outline(sections()),
     }
     workspace = None
