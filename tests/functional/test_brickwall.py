@@ -42,6 +42,12 @@ def test_brick_wall_layout_and_gate_count():
             assert num_gates(q, m) == len(gate_positions(q, m))
     assert adtn_params(19, 8) == 16 * 72 + 1
     assert adqc_params(19, 8) == 6 * 72 + 1
+    # a gate budget keeps the first gates: full layers, then the start of a partial one
+    assert gate_positions(5, 3, gates=5) == [0, 2, 1, 3, 0]
+    assert num_gates(23, 4, 39) == 39 and adtn_params(23, 4, 39) == 625  # the VGG-16 three-conv preset
+    assert adtn_params(23, 4) == 16 * 44 + 1 == 705 and adtn_params(23, 3) == 529
+    with pytest.raises(ValueError, match="gates must be in"):
+        gate_positions(5, 3, gates=7)
 
 
 @pytest.mark.parametrize("kind", ["plus", "zero"])

@@ -152,3 +152,22 @@ def test_log_domain_normalizer_one_pass_never_overflows():
     res = normalize_log(tt_network(n), nodes, log_target=n * math.log(16))
     assert res.converged and res.log_norm == pytest.approx(n * math.log(16), rel=1e-12)
     assert all(torch.isfinite(t).all() for t in nodes)
+
+
+def test_float32_needs_steps_where_float64_needs_none():
+    """The paper's step profile shows in float32 (its public code's dtype): a TT of N = 12 nodes
+    (p = b = 16, Gaussian(1, 0.5), F = p^N) has a plain norm ~1e29 whose square overflows float32,
+    so the protocol rescales (one pass back to step 2, many node rescalings); in float64 the same
+    network is normalized by one division, with no step."""
+    n, p, b = 12, 16, 16
+    net, shapes = tt_network(n), tt_shapes([p] * n, b)
+    results = {}
+    for dtype in (torch.float64, torch.float32):
+        nodes = [t.to(dtype) for t in gaussian(shapes)]
+        res = normalize_partial(net, nodes, target=float(p) ** n, max_iter=5000,
+                                generator=torch.Generator().manual_seed(0))
+        assert res.converged, res.reason
+        assert math.log(1e-3) <= log_norm(net, [t.double() for t in nodes]) - n * math.log(p) <= math.log(1e3)
+        results[dtype] = res
+    assert results[torch.float64].steps == results[torch.float64].passes == 0
+    assert results[torch.float32].steps > 0 and results[torch.float32].passes == 1

@@ -35,6 +35,7 @@ def _method(tmp_path, *overrides):
     ("method.groups=some", "method.groups must be one of each, all"),
     ("method.groups=[[classifier.0],[classifier.0,classifier.2]]", "in more than one group"),
     ("method.checkpoint=most", "method.checkpoint must be one of auto, none, sqrt, log"),
+    ("method.gates=0", "method.gates must be >= 1 or null, got 0"),
 ])
 def test_bad_settings_are_one_line_config_errors(tmp_path, override, message):
     with pytest.raises(ConfigError) as e:
@@ -46,6 +47,7 @@ def test_bad_settings_are_one_line_config_errors(tmp_path, override, message):
     (["method.qubits=12"], "method.qubits=12 is too small for group 0 (classifier.0): 401408 weights need qubits >= 19"),
     (["method.groups=[[classifier.0,classifier.9]]"], "method.groups names unknown layer(s) classifier.9; allowed:"),
     (["method.groups=[[flatten]]"], "method.groups names unknown layer(s) flatten"),
+    (["method.depth=2", "method.gates=40"], "method.gates=40 is more than the 18 gates of depth 2 on group 0's 19 qubits"),
 ])
 def test_bad_groups_for_the_model_are_one_line_config_errors(tmp_path, overrides, message):
     _, method = _method(tmp_path, *overrides)
@@ -64,6 +66,7 @@ def test_one_network_for_two_layers_is_built_once_per_forward(tmp_path, monkeypa
     assert gen is model.classifier[2].parametrizations["weight"][0].generator
     assert [r.weight_params_dense for r in reports] == [1024, 160]
     assert sum(r.weight_params_compressed for r in reports) == gen.trained_params() == adtn_params(11, 2)
+    assert method.fits[0]["gates"] == 10 and method.fits[0]["params"] == 16 * 10 + 1
     calls = []
     original = BrickWallGenerator.circuit
     monkeypatch.setattr(BrickWallGenerator, "circuit", lambda self: calls.append(1) or original(self))
@@ -75,3 +78,24 @@ def test_one_network_for_two_layers_is_built_once_per_forward(tmp_path, monkeypa
 
 def test_pipeline_record_counts_the_gates(check_gate_record):
     check_gate_record("adtn")
+
+
+def test_a_gate_budget_cuts_the_last_layer_short(tmp_path):
+    _, method = _method(tmp_path, "method.groups=all", "method.fit_steps=2", "method.depth=2", "method.gates=7")
+    model = build_model("fc2", in_channels=1, image_size=8, num_classes=10, hidden=16)
+    reports = method.compress(model)
+    gen = model.classifier[0].parametrizations["weight"][0].generator
+    assert gen.positions == [0, 2, 4, 6, 8, 1, 3]  # Q = 11: 5 gates, then 2 of the second layer's 5
+    assert sum(r.weight_params_compressed for r in reports) == gen.trained_params() == adtn_params(11, 2, 7) == 113
+    assert method.fits[0]["gates"] == 7
+
+
+def test_vgg16_three_conv_preset_is_as_close_to_the_papers_632_as_16_per_gate_allows():
+    from tnbench.functional.brickwall import qubits_for
+
+    cfg = compose(["experiment=adtn_vgg16_cifar10"])
+    q = qubits_for(3 * 512 * 512 * 9)
+    params = adtn_params(q, cfg.method.depth, cfg.method.gates)
+    assert (q, params) == (23, 625)
+    # every 16 g + 1 is at least as far from 632
+    assert min(abs(16 * g + 1 - 632) for g in range(1, 100)) == abs(params - 632) == 7

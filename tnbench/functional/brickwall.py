@@ -16,6 +16,10 @@ kron(I_(2^i), G, I_(2^(Q-i-2))). The number of gates is
 
     n_gates(Q, M) = ceil(M/2) * floor(Q/2) + floor(M/2) * floor((Q-1)/2)   (~ M*Q/2)
 
+`gates` (optional) keeps only the first that many gates of the M layers: the last layer is
+then partial, filled from its first pair. It lets a parameter budget that is not a whole
+number of layers be met (ADTN trains 16 numbers a gate, so 16 * gates + 1 a group).
+
 The circuit acts on a product state (`product_state`): "plus" is every index in (1, 1)/sqrt(2),
 the normalized all-equal vector 2^(-Q/2) * ones; "zero" is the first basis vector. Since the
 first two gate layers touch every index, a learned product state would add nothing a gate
@@ -83,24 +87,29 @@ def weight_positions(shapes: Sequence[Sequence[int]], layout: str = "flat") -> T
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
 
-def gate_positions(qubits: int, depth: int) -> list[int]:
-    """Left index i of each gate (acting on i, i+1), in the order the gates are applied."""
-    return [i for layer in range(depth) for i in range(layer % 2, qubits - 1, 2)]
+def gate_positions(qubits: int, depth: int, gates: int | None = None) -> list[int]:
+    """Left index i of each gate (acting on i, i+1), in the order the gates are applied; the
+    first `gates` of them when given."""
+    positions = [i for layer in range(depth) for i in range(layer % 2, qubits - 1, 2)]
+    if gates is not None and not 1 <= gates <= len(positions):
+        raise ValueError(f"gates must be in [1, {len(positions)}] for {qubits} qubits and depth {depth}, got {gates}")
+    return positions if gates is None else positions[:gates]
 
 
-def num_gates(qubits: int, depth: int) -> int:
-    return (depth + 1) // 2 * (qubits // 2) + depth // 2 * ((qubits - 1) // 2)
+def num_gates(qubits: int, depth: int, gates: int | None = None) -> int:
+    full = (depth + 1) // 2 * (qubits // 2) + depth // 2 * ((qubits - 1) // 2)
+    return full if gates is None else min(gates, full)
 
 
-def adtn_params(qubits: int, depth: int) -> int:
+def adtn_params(qubits: int, depth: int, gates: int | None = None) -> int:
     """Trained numbers of one ADTN group: 16 per free 4x4 gate, plus the group's scale."""
-    return 16 * num_gates(qubits, depth) + 1
+    return 16 * num_gates(qubits, depth, gates) + 1
 
 
-def adqc_params(qubits: int, depth: int) -> int:
+def adqc_params(qubits: int, depth: int, gates: int | None = None) -> int:
     """Trained numbers of one ADQC group: 6 per orthogonal gate (the entries of a 4x4
     skew-symmetric generator above the diagonal), plus the group's scale."""
-    return 6 * num_gates(qubits, depth) + 1
+    return 6 * num_gates(qubits, depth, gates) + 1
 
 
 def gate_flops(qubits: int) -> int:
@@ -108,8 +117,8 @@ def gate_flops(qubits: int) -> int:
     return 8 * 2**qubits
 
 
-def forward_flops(qubits: int, depth: int) -> int:
-    return num_gates(qubits, depth) * gate_flops(qubits)
+def forward_flops(qubits: int, depth: int, gates: int | None = None) -> int:
+    return num_gates(qubits, depth, gates) * gate_flops(qubits)
 
 
 def product_state(qubits: int, kind: str = "plus", dtype: torch.dtype = torch.float32,

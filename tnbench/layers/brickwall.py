@@ -20,7 +20,6 @@ from tnbench.functional.brickwall import (
     brick_wall,
     gate_positions,
     intra_op_threads,
-    num_gates,
     product_state,
     skew_orthogonal,
     weight_layout,
@@ -60,14 +59,15 @@ class BrickWallGenerator(nn.Module):
     def __init__(self, qubits: int, depth: int, orthogonal: bool = False, init: str = "near_identity",
                  init_std: float = 0.01, initial_state: str = "plus", scale: float = 1.0,
                  checkpoint: str = "auto", threads: int | None = 1, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None, generator: torch.Generator | None = None) -> None:
+                 device: torch.device | str | None = None, generator: torch.Generator | None = None,
+                 gates: int | None = None) -> None:
         super().__init__()
         if init not in GATE_INITS:
             raise ValueError(f"gate init must be one of {', '.join(GATE_INITS)}; got {init!r}")
         self.qubits, self.depth, self.orthogonal = qubits, depth, orthogonal
         self.initial_state, self.checkpoint, self.threads = initial_state, checkpoint, threads
-        self.positions = gate_positions(qubits, depth)
-        n = num_gates(qubits, depth)
+        self.positions = gate_positions(qubits, depth, gates)  # gates: the first that many (a partial last layer)
+        n = len(self.positions)
         kw = dict(dtype=dtype, device=device)
         if orthogonal:
             std = init_std if init == "near_identity" else 1.0

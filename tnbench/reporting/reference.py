@@ -369,9 +369,13 @@ def _norm_name(v: Any) -> str:
     return str(v).strip().lower().replace("_", "-")
 
 
+PAPER_DTYPE = "float32"  # the partial-norm paper's public code computes in float32
+
+
 def paper_conditions(row: pd.Series, bench: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The benchmark rows measured as the paper measured: its networks, norm and target norm,
-    and, where the benchmark compares protocols, the paper's own (`protocol == paper`)."""
+    where the benchmark compares protocols the paper's own (`protocol == paper`), and where it
+    compares dtypes the public code's float32."""
     used = []
     for ref_col, bench_cols in (("network", ("layout", "network")), ("norm", ("norm",)),
                                 ("target_norm", ("target", "target_norm"))):
@@ -385,6 +389,9 @@ def paper_conditions(row: pd.Series, bench: pd.DataFrame) -> tuple[pd.DataFrame,
     if "protocol" in bench.columns and (bench["protocol"].astype(str) == "paper").any():
         bench = bench[bench["protocol"].astype(str) == "paper"]
         used.append("protocol = paper")
+    if "dtype" in bench.columns and (bench["dtype"].astype(str) == PAPER_DTYPE).any():
+        bench = bench[bench["dtype"].astype(str) == PAPER_DTYPE]
+        used.append(f"dtype = {PAPER_DTYPE}")
     return bench, used
 
 

@@ -68,6 +68,7 @@ class ADTNConfig(MethodConfig):
     layers: Any = "all"
     groups: Any = "each"  # each | all | [[layer, ...], ...] (an explicit list replaces `layers`)
     depth: int = ranged(8, ge=1)  # M, gate layers of the brick wall
+    gates: Optional[int] = ranged(None, ge=1)  # only the first that many gates (a partial last layer)
     qubits: Optional[int] = ranged(None, ge=2, le=MAX_QUBITS)  # Q per group; null: the smallest that fits
     layout: str = one_of("flat", LAYOUTS)  # flat: weights flattened row-major | dims: each dimension padded to 2^k
     init: str = one_of("random", GATE_INITS)  # random trains faster in stage 2: see the YAML
@@ -168,7 +169,13 @@ class BrickWallMethod(Method):
             super().check_model(model)  # says what `method.layers` may be
         for index, group in enumerate(groups):
             span = layout_size([m.weight.shape for _, m in group], self.cfg.layout)
-            self._qubits(index, [n for n, _ in group], span)
+            self._check_gates(index, self._qubits(index, [n for n, _ in group], span))
+
+    def _check_gates(self, index: int, qubits: int) -> None:
+        c = self.cfg
+        full = num_gates(qubits, c.depth)
+        _check(c.gates is None or c.gates <= full, f"method.gates={c.gates} is more than the {full} gates of "
+                                                   f"depth {c.depth} on group {index}'s {qubits} qubits")
 
     def size_hint(self, model: nn.Module) -> int | None:
         """Each group's weights become one circuit's gates and scale."""
@@ -193,9 +200,10 @@ class BrickWallMethod(Method):
             weights = [m.weight.detach() for _, m in group]
             target = torch.cat([w.reshape(-1) for w in weights])
             positions = None if c.layout == "flat" else weight_positions([w.shape for w in weights], c.layout).to(target.device)
+            self._check_gates(index, q)
             gen = BrickWallGenerator(q, c.depth, orthogonal=self.orthogonal, init=c.init, init_std=c.init_std,
                                      initial_state=c.initial_state, checkpoint=c.checkpoint, threads=c.threads,
-                                     dtype=target.dtype, device=target.device)
+                                     dtype=target.dtype, device=target.device, gates=c.gates)
             with torch.no_grad():  # start at the target's norm
                 out = gen.circuit()
                 used = (out[:size] if positions is None else out[positions]).norm()
@@ -224,8 +232,8 @@ class BrickWallMethod(Method):
                 ))
             self.fits.append({
                 "group": index, "layers": names, "weights": size, "qubits": q, "depth": c.depth,
-                "gates": num_gates(q, c.depth), "params": trained, "padding": 2**q - size, "layout": c.layout,
-                "generation_flops": forward_flops(q, c.depth),
+                "gates": num_gates(q, c.depth, c.gates), "params": trained, "padding": 2**q - size,
+                "layout": c.layout, "generation_flops": forward_flops(q, c.depth, c.gates),
                 "initial_distance": fit["initial_distance"], "final_distance": fit["final_distance"],
                 "steps": fit["steps"], "stopped": fit["stopped"], "time_s": fit_time,
                 "curve": thin_curve(fit["curve"]),
