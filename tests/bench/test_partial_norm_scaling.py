@@ -177,8 +177,8 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[str]:
             ax = axes[row][col]
             ax.plot([n for n, _ in PAPER_PROFILE], [v for _, v in PAPER_PROFILE], color="black", lw=3, alpha=0.35,
                     label="paper: 0 steps N < 10, 1 up to N ~ 27")
-            ax.annotate("then fast growth", xy=(27, 1), xytext=(32, 12), fontsize=8,
-                        arrowprops={"arrowstyle": "<-", "color": "grey"})
+            ax.annotate("paper: then fast growth", xy=(27, 1), xytext=(0.45, 0.75), textcoords="axes fraction",
+                        fontsize=8, arrowprops={"arrowstyle": "<-", "color": "grey"})
             for layout in ("tt", "tt-matrix"):
                 for p in (4, 16):
                     for b in (4, 16):
