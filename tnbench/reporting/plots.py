@@ -164,7 +164,8 @@ N_COLUMNS = ("N", "n", "num_nodes", "n_nodes", "nodes")
 # counts as normalization steps; its `steps` (node rescalings inside a scan) are not
 STEP_COLUMNS = ("normalization_steps", "passes", "steps", "norm_steps", "iterations")
 TIME_COLUMNS = ("time_s", "seconds", "time", "wall_s")
-GROUP_COLUMNS = ("layout", "network", "kind", "structure", "protocol", "norm", "init", "p", "b", "bond_dim", "phys_dim")
+GROUP_COLUMNS = ("dtype", "layout", "network", "kind", "structure", "protocol", "norm", "init", "p", "b", "bond_dim",
+                 "phys_dim")
 
 
 def against_n(bench: pd.DataFrame, quantity: str) -> pd.DataFrame:
