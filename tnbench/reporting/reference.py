@@ -3,7 +3,8 @@
 Each reference row names a paper, model, dataset, method and setting, and the numbers the paper
 published; `match` (or a `key=value` setting) says which runs it speaks of, as conditions on a
 run's resolved config. Partial-norm rows (normalization steps over ranges of N) are compared
-with the partial-norm benchmark's table instead of runs.
+with the partial-norm benchmark's table instead of runs: its `passes` (returns to the full norm,
+what the paper counts as steps, not its inner-loop `steps`) in float32, the public code's dtype.
 """
 from __future__ import annotations
 
