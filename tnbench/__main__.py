@@ -10,6 +10,7 @@ a method (tests/pipeline/test_startup.py).
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -36,6 +37,9 @@ def cli() -> None:
     # job could not continue the same W&B run: every tnbench process starts its own service.
     os.environ.pop("WANDB_SERVICE", None)
     jobs.catch_interrupts()
+    # A log line that cannot be written (a full disk) is dropped, not reported with a traceback
+    # per line: the write that matters fails too and is reported once.
+    logging.raiseExceptions = False
     register_configs()
     argv = sys.argv[1:]
     try:

@@ -111,7 +111,7 @@ def run(cfg: DictConfig | Mapping[str, Any] | Sequence[str] | None = None, overr
     from tnbench.config import Config
     from tnbench.pipeline.checks import check
     from tnbench.pipeline.configstore import register_configs
-    from tnbench.pipeline.jobs import check_writable, clear_run, previous_ok_record
+    from tnbench.pipeline.jobs import check_run_dir, check_writable, clear_run, previous_ok_record
     from tnbench.pipeline.stages import execute
 
     register_configs()  # the run_id resolver
@@ -119,6 +119,7 @@ def run(cfg: DictConfig | Mapping[str, Any] | Sequence[str] | None = None, overr
     cfg = copy.deepcopy(cfg) if isinstance(cfg, DictConfig) else OmegaConf.merge(OmegaConf.structured(Config), cfg)
     run_dir = run_dir_of(cfg)  # before `check` types the sections: the run id hashes them as composed
     check(cfg)
+    check_run_dir(cfg, str(run_dir), multirun=False)  # an edited run_id stays under paths.results_dir
     check_writable(cfg.paths.results_dir)
     if cfg.pipeline.rerun or previous_ok_record(run_dir) is not None:
         clear_run(run_dir)

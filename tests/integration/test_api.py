@@ -22,6 +22,7 @@ def test_import_tnbench_is_light():
     (["method.rank=0"], "method.rank must be >= 1 or null, got 0"),
     (["method=nope"], "method='nope' is not known; allowed: adqc, adtn"),
     (["+sweep=dlrt_lenet5"], "tnbench.run runs one job"),
+    (["run_id=../../elsewhere"], r"run_id='../../elsewhere' must be a plain directory name"),
 ])
 def test_bad_input_raises_one_line_config_error(overrides, message, tmp_path):
     with pytest.raises(ConfigError, match=message) as info:

@@ -1,6 +1,10 @@
 """The entry point as a user runs it: bad input, missing data, help."""
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from tests.conftest import records, run_cli
 
 
@@ -28,3 +32,70 @@ def test_cli_help_and_cfg_job(tmp_path):
     assert r.returncode == 0 and "dataset: cifar10, cifar100, fashion_mnist, mnist, synthetic" in r.stdout
     r = run_cli(["--cfg", "job", "method=svd", "method.rank=3"], tmp_path)
     assert r.returncode == 0 and "rank: 3" in r.stdout and "pretrain_epochs" in r.stdout
+
+
+# a job of a few seconds: LeNet-5 on a little synthetic data, no logger
+TINY = ["dataset=synthetic", "trainer.progress=false", "pipeline.pretrain_epochs=1", "pipeline.retrain_epochs=1",
+        "dataset.train_size=256", "dataset.test_size=128", "logger=none"]
+
+
+def _errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error")]
+
+
+def test_internal_value_error_keeps_its_traceback(tmp_path):
+    """Only the project's own input errors are one-liners: a ValueError raised inside the
+    pipeline is a bug, shown with its traceback (stderr and record), exit code 1, not 2."""
+    r = run_cli(TINY, tmp_path, env={"TNBENCH_FAILPOINT": "compress:done=valueerror"})
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback (most recent call last)" in r.stderr and "ValueError: failpoint compress:done" in r.stderr
+    assert _errors(r.stderr) == [e for e in _errors(r.stderr) if e.startswith("error (failed): ")]
+    (rec,) = records(tmp_path / "results")
+    assert rec["status"] == "failed" and rec["error"].startswith("ValueError")
+    assert "Traceback" in rec["traceback"] and "failpoints.py" in rec["traceback"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_exit_130_and_the_same_command_resumes(tmp_path):
+    r = run_cli(TINY, tmp_path, env={"TNBENCH_FAILPOINT": "pretrain:step:2=sigint"})
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == "interrupted; rerun the same command to resume"
+    assert "Traceback" not in r.stderr
+    (rec,) = records(tmp_path / "results")
+    assert rec["status"] == "failed" and rec["error"] == "interrupted; rerun the same command to resume"
+    r = run_cli(TINY, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (rec,) = records(tmp_path / "results")
+    assert rec["status"] == "ok"
+
+
+def test_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path):
+    """ENOSPC while the record is written (its temp file open): one line naming the file, no
+    traceback, no `.record.json.*.tmp` left behind, exit code 1."""
+    r = run_cli(TINY, tmp_path, env={"TNBENCH_FAILPOINT": "write:record.json=enospc"})
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "Logging error" not in r.stderr
+    (line,) = _errors(r.stderr)
+    assert line.startswith("error (disk full): no space left on the device writing ") and "record.json" in line
+    assert not list((tmp_path / "results").rglob("*.tmp*"))
+    assert not records(tmp_path / "results")  # the record could not be written; nothing else claims to be one
+
+
+def test_file_size_limit_is_a_full_disk_too(tmp_path):
+    """A real write failure, from the kernel (ulimit -f: EFBIG on every file over 20 kB, the
+    training checkpoints first): one line, no traceback (Lightning's or logging's)."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    env = {**os.environ, "WANDB_MODE": "offline", "TNBENCH_FAILPOINT": ""}
+    r = subprocess.run([sys.executable, "-m", "tnbench", *TINY], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=600, preexec_fn=limit)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "Logging error" not in r.stderr
+    (line,) = _errors(r.stderr)
+    assert line.startswith("error (disk full): file too large")
+    assert not list((tmp_path / "results").rglob("*.tmp*"))

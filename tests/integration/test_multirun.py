@@ -31,10 +31,19 @@ def test_multirun_one_record_per_run_and_results_table(tmp_path, launcher):
     assert set(df.loc[df.method == "svd", "setting"]) == {"rank=4 skip_if_larger=True", "rank=8 skip_if_larger=True"}
 
 
-def test_multirun_goes_on_past_a_failed_job(tmp_path):
+@pytest.mark.parametrize("launcher", [
+    "basic", pytest.param("joblib", marks=pytest.mark.slow), pytest.param("submitit_local", marks=pytest.mark.slow)])
+def test_multirun_goes_on_past_a_failed_job_and_exits_1_under_any_launcher(tmp_path, launcher):
+    """The exit code and the summary come from the records, after all jobs ran, whatever the
+    launcher does with a job's failure (joblib and submitit run jobs in other processes)."""
     # an absurd learning rate is valid input but makes pretraining diverge at run time (a wrong
-    # shape, e.g. an image too small for LeNet-5, is now refused before any job starts)
-    r = run_cli(["-m", "pipeline.pretrain_optimizer.lr=0.01,1e30", *QUICK, "logger=none", "method=none"], tmp_path)
-    assert r.returncode == 1
+    # shape, e.g. an image too small for LeNet-5, is refused before any job starts)
+    r = run_cli(["-m", f"hydra/launcher={launcher}", "pipeline.pretrain_optimizer.lr=1e30,0.01", *QUICK,
+                 "dataset.train_size=256", "dataset.test_size=128", "logger=none", "method=none"], tmp_path)
+    assert r.returncode == 1, r.stderr[-2000:]
     recs = records(tmp_path / "results")
-    assert sorted(x["status"] for x in recs) == ["diverged", "ok"]
+    assert sorted(x["status"] for x in recs) == ["diverged", "ok"]  # the job after the failed one ran
+    summary = [line for line in r.stderr.splitlines() if line.startswith("failed job")]
+    assert len(summary) == 1
+    assert summary[0].startswith("failed job (diverged): pipeline.pretrain_optimizer.lr=1e+30: diverged in pretrain")
+    assert r.stderr.strip().splitlines()[-1] == "1 of 2 jobs failed"

@@ -100,7 +100,7 @@ class Classifier(L.LightningModule):
         # On CPU the check is free; on an accelerator it forces a sync, so it runs every 50 steps
         # there (and on the epoch mean below).
         if (loss.device.type == "cpu" or batch_idx % 50 == 0) and not torch.isfinite(loss):
-            raise Diverged(self.stage_name, self.global_step, f"training loss became {float(loss)}")
+            raise Diverged(self.stage_name, self.global_step, f"training loss became {float(loss.detach())}")
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if self.gradient_clip_val:
@@ -140,7 +140,7 @@ class Classifier(L.LightningModule):
         self.log_dict({f"{self.stage_name}/train_loss_epoch": loss, f"{self.stage_name}/train_acc": acc,
                        f"{self.stage_name}/epoch": float(self.current_epoch + 1)})
         if not torch.isfinite(loss):
-            raise Diverged(self.stage_name, self.global_step, f"training loss became {float(loss)}")
+            raise Diverged(self.stage_name, self.global_step, f"training loss became {float(loss.detach())}")
 
     def _train_epoch_metrics(self) -> tuple[torch.Tensor, torch.Tensor]:
         sums = self.trainer.strategy.reduce(self._sums, reduce_op="sum")  # over DDP ranks

@@ -188,11 +188,13 @@ def preflight(argv: list[str], config_dir: str | None = None) -> str | None:
 
 def failed_jobs(plan: Plan) -> list[str]:
     """One line per job of a finished multirun whose record is not ok, read from the records
-    (the jobs may have run in other processes: joblib, submitit)."""
+    (the jobs may have run in other processes: joblib, submitit). A job is named by the
+    overrides that tell it from the other jobs."""
     import json
 
     from tnbench.reporting.records import RECORD
 
+    shared = set.intersection(*(set(o) for o, _ in plan.jobs)) if len(plan.jobs) > 1 else set()
     lines, seen = [], set()
     for overrides, run_dir in plan.jobs:
         if run_dir is None or run_dir in seen:
@@ -203,27 +205,32 @@ def failed_jobs(plan: Plan) -> list[str]:
             rec = json.loads(path.read_text())
             status, error = rec.get("status"), rec.get("error")
         except (OSError, ValueError, AttributeError):
-            status, error = "no record", None
+            status, error = "no record", "the job wrote no record (killed?)"
         if status != "ok":
-            what = " ".join(overrides) or "(defaults)"
-            lines.append(f"failed job: {what}: {status}{f': {error}' if error else ''}  [record: {path}]")
+            what = " ".join(o for o in overrides if o not in shared) or " ".join(overrides) or "(defaults)"
+            lines.append(f"failed job ({status}): {what}: {error or 'no error recorded'}  [record: {path}]")
     return lines
 
 
+# no space left, over quota, over the file size limit (ulimit -f)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def disk_full(e: BaseException) -> OSError | None:
-    """The 'no space left' (or quota) error behind `e`, if that is what it is."""
+    """The 'no space left' (or quota, or file size limit) error behind `e`, if that is what it is."""
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
             return e
         e = e.__cause__ or e.__context__
     return None
 
 
 def disk_full_line(e: OSError) -> str:
+    what = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or str(e)).lower()
     where = f" writing {e.filename}" if e.filename else ""
-    return f"no space left on the device{where}; free some space and rerun the same command to resume"
+    return f"{what}{where}; free some space and rerun the same command to resume"
 
 
 def previous_ok_record(run_dir: Path) -> dict[str, Any] | None:
@@ -310,7 +317,8 @@ def _run_job(cfg: DictConfig, hc: Any, run_dir: Path) -> dict[str, Any]:
             msg = _first_line(e)
         if kind == "failed":  # an internal error: its traceback is what fixes it
             traceback.print_exception(e, file=sys.stderr)
-        print(f"error ({kind}): {msg}  [record: {run_dir / RECORD}]", file=sys.stderr)
+        where = f"  [record: {run_dir / RECORD}]" if (run_dir / RECORD).is_file() else ""
+        print(f"error ({kind}): {msg}{where}", file=sys.stderr)
         if hc.mode == RunMode.RUN:
             sys.exit(EXIT_BAD_INPUT if isinstance(e, BAD_INPUT) else EXIT_FAILED)
         import json
