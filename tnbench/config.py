@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -349,9 +350,29 @@ def typed(node: Any, schema: type, group: str) -> DictConfig:
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or getattr(e, "key", None) or "?"
         msg = (getattr(e, "msg", None) or str(e)).splitlines()[0]
-        raise ConfigError(f"{group}.{key}: {msg}") from None
+        raise ConfigError(wrong_type(f"{group}.{key}", msg) or f"{group}.{key}: {msg}") from None
     assert isinstance(out, DictConfig)
     return out
+
+
+_TYPES = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
+
+
+def wrong_type(key: str, message: str) -> str | None:
+    """OmegaConf's refusal of a value for a typed field, as one line naming the field and the
+    type it takes (None if `message` is not such a refusal)."""
+    m = re.search(r"Value '(.*?)' (?:of type '\w+' )?could not be converted to (\w+)", message)
+    if m:
+        return f"{key} must be {_TYPES.get(m.group(2), m.group(2))}, got {m.group(1)!r}"
+    m = re.search(r"Value '(.*)' is not a valid bool", message)
+    if m:
+        return f"{key} must be true or false, got {m.group(1)!r}"
+    if "is not a ListConfig, list or tuple" in message:
+        return f"{key} must be a list, e.g. {key}=[a,b]"
+    m = re.search(r"Cannot convert '(\w+)' to string", message)
+    if m:
+        return f"{key} must be a string, got a {m.group(1)}"
+    return None
 
 
 def validate(cfg: Any) -> None:

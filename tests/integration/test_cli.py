@@ -99,3 +99,28 @@ def test_file_size_limit_is_a_full_disk_too(tmp_path):
     (line,) = _errors(r.stderr)
     assert line.startswith("error (disk full): file too large")
     assert not list((tmp_path / "results").rglob("*.tmp*"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["trainer=gpu"], "error: trainer.accelerator=gpu but this machine has no GPU that torch can use; allowed here: "
+                      "cpu (trainer=cpu)"),
+    (["seed=99999999999999999999"], "error: seed must be in [0, 4294967294], got 99999999999999999999"),
+    (["method=tucker", "method.ranks=[100,100]"], "error: method.ranks: rank 100 for mode out of layer features.3 "
+                                                  "exceeds the mode size 16"),
+    (["-m", "run_id=../x,ok"], "error: run_id='../x' must be a plain directory name"),
+])
+def test_bad_input_through_the_real_command_exits_2_and_leaves_records_alone(tmp_path, args, message):
+    """A few cases of the catalogue (tests/pipeline/test_checks.py) as a user meets them."""
+    if args == ["trainer=gpu"]:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    old = tmp_path / "results" / "runs" / "old"
+    old.mkdir(parents=True)
+    (old / "record.json").write_text('{"status": "ok"}')
+    r = run_cli([*args, "dataset=synthetic"], tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [r.stderr.strip()] and r.stderr.startswith(message), r.stderr
+    assert [p.name for p in (tmp_path / "results" / "runs").iterdir()] == ["old"]
+    assert (old / "record.json").read_text() == '{"status": "ok"}' and not (tmp_path / "outputs").exists()

@@ -20,5 +20,5 @@ def test_lenet5_flatten_size_follows_image_size() -> None:
 
 
 def test_image_too_small_for_lenet() -> None:
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(ValueError, match=r"lenet5_dlrt: image_size must be >= \d+ \(its conv/pool trunk\), got 8"):
         build_model("lenet5_dlrt", in_channels=1, image_size=8, num_classes=10)

@@ -18,20 +18,26 @@ def _conv_out(size: int, kernel: int, padding: int = 0, stride: int = 1) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _lenet_map_size(image_size: int, padding: int, name: str) -> int:
-    """Side of the feature map after the LeNet trunk (conv5, pool2, conv5, pool2)."""
+def _lenet_trunk(image_size: int, padding: int) -> int:
     size = _conv_out(image_size, 5, padding)
     size = _conv_out(size, 2, stride=2) if size >= 2 else 0
     size = _conv_out(size, 5) if size >= 5 else 0
-    size = _conv_out(size, 2, stride=2) if size >= 2 else 0
-    require(size >= 1, f"{name}: image_size={image_size} is too small for the LeNet trunk")
+    return _conv_out(size, 2, stride=2) if size >= 2 else 0
+
+
+def _lenet_map_size(image_size: int, padding: int, name: str) -> int:
+    """Side of the feature map after the LeNet trunk (conv5, pool2, conv5, pool2)."""
+    size = _lenet_trunk(image_size, padding)
+    if size < 1:
+        smallest = next(s for s in range(1, 64) if _lenet_trunk(s, padding) >= 1)
+        require(False, f"{name}: image_size must be >= {smallest} (its conv/pool trunk), got {image_size}")
     return size
 
 
 @MODELS.register("fc2")
 def fc2(*, in_channels: int, image_size: int, num_classes: int, hidden: int = 512) -> nn.Module:
     """Two fully connected layers: the smallest network where low-rank factorisation applies."""
-    require(hidden >= 1, f"fc2: hidden must be >= 1, got {hidden}")
+    require(hidden >= 1, f"fc2: model.options.hidden must be >= 1, got {hidden}")
     return nn.Sequential(
         OrderedDict(
             flatten=nn.Flatten(),

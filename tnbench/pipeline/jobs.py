@@ -70,6 +70,14 @@ def _one_line(e: BaseException) -> str:
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
         group, _, name = e.missing_cfg_file.partition("/")
         return f"{group}={name!r} is not known; allowed: {', '.join(e.options or [])}"
+    merging = re.match(r"Error merging override ([^=\s]+)=", str(e))
+    if merging:
+        from tnbench.config import wrong_type
+
+        cause = " ".join(str(c) for c in (e.__cause__, e.__context__) if c is not None)
+        line = wrong_type(merging.group(1), f"{e} {cause}")
+        if line:
+            return line
     ambiguous = re.match(r"Ambiguous value for argument '(.*)'", str(e))
     if ambiguous:
         return (f"{ambiguous.group(1)} gives several values: add -m (--multirun) to sweep over them; allowed "
@@ -82,6 +90,41 @@ def _one_line(e: BaseException) -> str:
             parts.append(text)
         e = e.__cause__
     return ": ".join(parts) or "invalid configuration"
+
+
+def _unknown_key(e: BaseException, argv: list[str], task_function: Any, config_path: str,
+                 config_name: str) -> str | None:
+    """Hydra's refusal of an override of a key the config lacks, as one line listing the keys
+    of that section (composed again without the override)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from tnbench.pipeline.command import Command
+
+    m = re.match(r"Could not override '([^']+)'", str(e))
+    if not m:
+        return None
+    key = m.group(1)
+    parent = key.rpartition(".")[0]
+    rest = [a for a in argv if not a.lstrip("+~").startswith(f"{key}=")]
+    try:
+        GlobalHydra.instance().clear()
+        command = Command(rest, task_function, config_path, config_name)
+        cfg = command.compose(RunMode.MULTIRUN if command.multirun else RunMode.RUN)
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        allowed = [str(k) for k in node if str(k) not in ("_target_", "hydra")]
+        if parent == "model.options":  # a model's options are its builder's keyword arguments
+            import inspect
+
+            from tnbench.models import _GEOMETRY, MODELS
+
+            allowed = [p for p in inspect.signature(MODELS.get(str(cfg.model.name))).parameters if p not in _GEOMETRY]
+            parent = f"model={cfg.model.name}"
+        name = f"={node.name}" if parent in ("dataset", "model", "method") and "name" in node else ""
+    except Exception:  # the original message then
+        return None
+    return f"{key} is not an option{f' of {parent}{name}' if parent else ''}; allowed: {', '.join(allowed) or '(none)'}"
 
 
 def _first_line(e: BaseException) -> str:
@@ -157,7 +200,7 @@ def check_command(argv: list[str], config_dir: str | None = None, task_function:
     except BAD_INPUT as e:
         return Plan(problem=_first_line(e))
     except (HydraException, OmegaConfBaseException) as e:
-        return Plan(problem=_one_line(e))
+        return Plan(problem=_unknown_key(e, argv, task_function, config_path, config_name) or _one_line(e))
     finally:
         if backup is None:
             GlobalHydra.instance().clear()
