@@ -4,6 +4,8 @@ choice follows the cost model, the inference cache is reused until a parameter c
 exported layer matches the eager one."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -173,7 +175,7 @@ def test_generated_weights_are_built_once_at_inference():
 @pytest.mark.parametrize("name", ["tt_linear", "tt_conv", "lowrank_conv", "bipartition_out_kh"])
 def test_exported_layer_matches_eager_and_caches_nothing(name):
     layer, shape = CASES[name]
-    layer = layer.float().eval()
+    layer = copy.deepcopy(layer).float().eval()
     x = torch.randn(shape)
     for impl in ("factorized", "reconstructed"):
         layer.implementation = impl
@@ -182,4 +184,11 @@ def test_exported_layer_matches_eager_and_caches_nothing(name):
             exported = torch.export.export(layer, (x,))
             assert "_weight_cache" not in layer.__dict__
             assert torch.allclose(exported.module()(x), layer(x), atol=1e-5)
-    layer.implementation = "auto"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, (_, shape) in CASES.items() if len(shape) == 4))
+def test_channels_last_batch_of_one_trains_in_both_forms(name):
+    layer, shape = CASES[name]
+    x = torch.randn(1, *shape[1:], dtype=F64).to(memory_format=torch.channels_last).requires_grad_()
+    (y_f, gx_f, _), (y_r, gx_r, _) = run(layer, x, "factorized"), run(layer, x, "reconstructed")
+    assert torch.allclose(y_f, y_r, atol=1e-10) and torch.allclose(gx_f, gx_r, atol=1e-10)

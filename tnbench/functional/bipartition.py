@@ -135,11 +135,12 @@ def bipartition_conv2d(x: Tensor, left: Tensor, right: Tensor, cut: str, shape: 
         return conv2d(t, left.reshape(out_ch, in_ch * r, 1, 1), bias)
     if cut == "out_kh":
         t = conv2d(x, right.reshape(r, in_ch, 1, kw), **cols_only)
-        w2 = left.reshape(out_ch, kh, r).transpose(1, 2).unsqueeze(-1)
+        w2 = left.reshape(out_ch, kh, r).transpose(1, 2).unsqueeze(-1).contiguous()  # a strided view breaks
+        # slow_conv2d's backward at batch 1 on channels-last input
         return conv2d(t, w2, bias, **rows_only)
     if cut == "out_kw":
         t = conv2d(x, right.reshape(r, in_ch, kh, 1), **rows_only)
-        w2 = left.reshape(out_ch, kw, r).transpose(1, 2).unsqueeze(2)
+        w2 = left.reshape(out_ch, kw, r).transpose(1, 2).unsqueeze(2).contiguous()
         return conv2d(t, w2, bias, **cols_only)
     check_cut(cut)
     raise ValueError(f"cut {cut!r} has no conv chain here; the OUT cut is LowRankConv2d")

@@ -24,7 +24,7 @@ from tnbench.functional.brickwall import (
     skew_orthogonal,
     weight_layout,
 )
-from tnbench.layers.implementation import cached, drop_cache
+from tnbench.layers.implementation import Cached, cached
 
 GATE_INITS = ("near_identity", "random")
 
@@ -36,7 +36,7 @@ class SkewOrthogonal(nn.Module):
         return skew_orthogonal(generators)
 
 
-class BrickWallGenerator(nn.Module):
+class BrickWallGenerator(Cached):
     """One group's circuit: `scale * circuit(product state)`, a vector of 2^qubits entries.
 
     ADTN (orthogonal=False): `gates` is a free (n, 4, 4) parameter. Initialization
@@ -106,10 +106,6 @@ class BrickWallGenerator(nn.Module):
         if self._sharing:
             self._shared = out
         return out
-
-    def train(self, mode: bool = True) -> BrickWallGenerator:
-        drop_cache(self)
-        return super().train(mode)
 
     def begin_sharing(self) -> None:
         self._sharing, self._shared = True, None

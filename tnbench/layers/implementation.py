@@ -46,10 +46,26 @@ def tracing() -> bool:
     return bool(torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing())
 
 
+def parameters_of(module: nn.Module) -> list[nn.Parameter]:
+    """`module`'s parameters, listed once: walking the module tree costs microseconds a pass,
+    more than a small layer's whole forward at batch 1. Parameter objects outlive in-place
+    updates, `.data` swaps and `.to()`; `forget` drops the list where they may be replaced."""
+    plist = module.__dict__.get("_param_list")
+    if plist is None:
+        plist = module.__dict__["_param_list"] = list(module.parameters())
+    return plist
+
+
 def parameter_state(module: nn.Module) -> tuple:
     """Changes whenever a parameter of `module` does: in-place updates bump `_version`,
     replacing `.data` changes the storage or the shape."""
-    return tuple((id(p), p.data_ptr(), p._version, tuple(p.shape), p.dtype) for p in module.parameters())
+    return tuple((p.data_ptr(), p._version, p.shape) for p in parameters_of(module))
+
+
+def forget(module: nn.Module) -> None:
+    """Drop what is cached on `module`: the parameter list, the dense weight, the choices."""
+    for key in ("_param_list", "_weight_cache", "_choices"):
+        module.__dict__.pop(key, None)
 
 
 def may_cache(module: nn.Module) -> bool:
@@ -73,7 +89,29 @@ def drop_cache(module: nn.Module) -> None:
     module.__dict__.pop("_weight_cache", None)
 
 
-class CostSwitch(nn.Module):
+class Cached(nn.Module):
+    """A module that caches things derived from its parameters (CostSwitch, the ADTN
+    generator): what may swap its parameters or submodules forgets them."""
+
+    def __setattr__(self, name: str, value) -> None:  # noqa: ANN001
+        if isinstance(value, (nn.Parameter, nn.Module)):
+            forget(self)
+        super().__setattr__(name, value)
+
+    def register_parameter(self, name: str, param) -> None:  # noqa: ANN001
+        forget(self)
+        super().register_parameter(name, param)
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202
+        forget(self)
+        return super()._apply(fn, recurse)
+
+    def train(self, mode: bool = True):  # noqa: ANN201
+        drop_cache(self)  # no stale dense copy held through training
+        return super().train(mode)
+
+
+class CostSwitch(Cached):
     """Base of the factorized layers; subclasses define `factorized_forward`, `dense_forward`,
     `dense_weight` and `implementation_costs`."""
 
@@ -100,7 +138,7 @@ class CostSwitch(nn.Module):
                 raise ValueError(f"implementation must be one of {', '.join(CHOICES)}; got {self.implementation!r}")
             return self.implementation
         cached = may_cache(self)
-        key = (tuple(x.shape), x.device.type, cached, tuple(tuple(p.shape) for p in self.parameters()))
+        key = (x.shape, x.device.type, cached, tuple(p.shape for p in parameters_of(self)))
         table = self.__dict__.setdefault("_choices", {})
         if key not in table:
             table[key] = choose(self.implementation_costs(tuple(x.shape)), machine_for(x.device.type), cached)
@@ -109,10 +147,6 @@ class CostSwitch(nn.Module):
     def inference_weight(self) -> Tensor:
         """The dense weight; cached between inference passes until a parameter changes."""
         return cached(self, self.dense_weight)
-
-    def train(self, mode: bool = True) -> CostSwitch:
-        drop_cache(self)  # no stale dense copy held through training
-        return super().train(mode)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.chosen_implementation(x) == "factorized":
