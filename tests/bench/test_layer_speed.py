@@ -19,7 +19,7 @@ where flop_reduction >= 4.
 
     flock /tmp/tnbench-cpu.lock .venv/bin/python -m pytest -q -m bench tests/bench/test_layer_speed.py -o addopts=""
 
-One test per model size (each under ~8 minutes here); each merges its rows into
+One test per model size (~2 and ~3 minutes here); each merges its rows into
 results/bench/layer_speed.json and rewrites layer_speed.md and layer_speed.png.
 TNBENCH_BENCH_ROUNDS sets the rounds (default 9); TNBENCH_LAYER_KINDS=cp,tt_conv reruns some types.
 """
@@ -71,7 +71,7 @@ RANKS = {
                "cp": 8, "tucker_conv": 0.5, "tucker_linear": 0.5, "dlrt_conv": 8, "tt_conv": 8, "mpo_fc1": 8,
                "mpo_fc2": 8, "peps": 8, "adtn_conv": 8, "adtn_linear": 8},
     "vgg16": {"svd_conv": 8, "svd_linear": 8, "trunc_in": 64, "trunc_kh": 1, "trunc_out_in": 3, "trunc_out_kh": 128,
-              "cp": 64, "tucker_conv": 0.5, "tucker_linear": 0.5, "dlrt_conv": 64, "tt_conv": 8, "mpo_fc1": 8,
+              "cp": 64, "tucker_conv": 0.5, "tucker_conv_25": 0.25, "tucker_linear": 0.5, "dlrt_conv": 64, "tt_conv": 8, "mpo_fc1": 8,
               "peps": 8, "adtn_conv": 8, "adtn_linear": 8},
 }
 
@@ -101,7 +101,7 @@ def build(kind: str, dense: nn.Module, r) -> tuple[nn.Module, Callable[[str], nn
     if kind == "cp":
         factors = [torch.randn(n, r) / math.sqrt(n) for n in shape]  # the speed does not depend on the values
         return CPConv2d.from_factors(dense, factors), lambda impl: _tltorch("cp", dense, r, impl)
-    if kind == "tucker_conv":
+    if kind.startswith("tucker_conv"):
         ro, ri = int(shape[0] * r), int(shape[1] * r)
         return (TuckerConv2d.from_dense(dense, [ro, ri])[0],
                 lambda impl: _tltorch("tucker", dense, [ro, ri, *shape[2:]], impl))
@@ -255,6 +255,23 @@ def targets(row: dict, mode: str) -> dict[str, bool | None]:
 RESULTS = "layer_speed"
 
 
+def remeasure_disturbed(rows: list[dict]) -> list[dict]:
+    """Every case of a (size, layer, batch) times the same dense layer: a case whose dense time
+    is far above the others' was disturbed (this machine is shared; the lock only keeps other
+    benchmarks out) and is measured once more, keeping the quieter of the two."""
+    out = []
+    for r in rows:
+        same = [o for o in rows if (o["size"], o["layer"], o["batch"]) == (r["size"], r["layer"], r["batch"])]
+        disturbed = any(r[m]["ms"]["dense"] > 1.4 * statistics.median(o[m]["ms"]["dense"] for o in same)
+                        for m in MODES)
+        if disturbed and len(same) > 2:
+            again = measure(r["size"], r["kind"], r["layer"], r["batch"])
+            again["remeasured"] = True
+            r = min(r, again, key=lambda x: sum(x[m]["ms"]["dense"] for m in MODES))
+        out.append(r)
+    return out
+
+
 def write(results_dir, rows: list[dict]) -> None:
     meta = {"command": COMMAND, "make": "make bench", "date": _dt.datetime.now().isoformat(timespec="seconds"),
             "torch": torch.__version__, "threads": THREADS, "rounds": ROUNDS, "cpu": platform.processor() or
@@ -349,14 +366,16 @@ def test_layer_speed(size, results_dir):
     old = json.loads(path.read_text())["rows"] if path.exists() else []
     rows = [r for r in old if r["size"] != size]
     only = os.environ.get("TNBENCH_LAYER_KINDS")  # a comma list, to rerun some layer types
+    fresh = []
     for kind, key in cases(size):
         if only and kind not in only.split(","):
             rows += [r for r in old if r["size"] == size and r["kind"] == kind]
             continue
         for batch in BATCHES:
             row = measure(size, kind, key, batch)
-            rows.append(row)
+            fresh.append(row)
             assert row["flops"]["tn_factorized"] > 0 and row["forward"]["ms"]["tn"] > 0
+    rows += remeasure_disturbed(fresh)
     order = {(s, k): i for i, (s, k) in enumerate((s, k) for s in SIZES for k, _ in cases(s))}
     rows.sort(key=lambda r: (order.get((r["size"], r["kind"]), 999), r["batch"]))
     write(results_dir, rows)

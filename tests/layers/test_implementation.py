@@ -15,7 +15,7 @@ from tnbench.functional import cost
 from tnbench.layers.bipartition import BipartitionConv2d
 from tnbench.layers.brickwall import BrickWallGenerator, encode_weights
 from tnbench.layers.cp import CPConv2d
-from tnbench.layers.implementation import forced
+from tnbench.layers.implementation import forced, forget
 from tnbench.layers.lowrank import LowRankConv2d, LowRankLinear
 from tnbench.layers.tensorized import PEPSLinear, TTConv2d, TTLinear
 from tnbench.layers.tucker import TuckerConv2d, TuckerLinear, USVConv2d
@@ -177,13 +177,13 @@ def test_exported_layer_matches_eager_and_caches_nothing(name):
     layer, shape = CASES[name]
     layer = copy.deepcopy(layer).float().eval()
     x = torch.randn(shape)
-    for impl in ("factorized", "reconstructed"):
+    for impl in ("factorized", "reconstructed", "auto"):
         layer.implementation = impl
-        layer.__dict__.pop("_weight_cache", None)
+        forget(layer)
         with torch.no_grad():
             exported = torch.export.export(layer, (x,))
-            assert "_weight_cache" not in layer.__dict__
-            assert torch.allclose(exported.module()(x), layer(x), atol=1e-5)
+            assert "_weight_cache" not in layer.__dict__ and "_param_list" not in layer.__dict__
+            assert torch.allclose(exported.module()(x), layer(x), atol=1e-5)  # eager after export still works
 
 
 @pytest.mark.parametrize("name", sorted(n for n, (_, shape) in CASES.items() if len(shape) == 4))

@@ -4,11 +4,14 @@ weight: pure functions of shapes, so a layer can pick the cheaper form per input
 A pass is a list of `Op`s (one kernel each): FLOPs, tensor entries read and written, and
 whether it is a grouped / depthwise convolution. `seconds` prices them on a `Machine`: FLOPs
 at the dense-kernel rate (grouped convs at a much lower one: they are memory bound and poorly
-vectorized on CPU), entries at the memory rate, and a fixed launch cost per op, which is what
-decides at batch 1, where every op is tiny. The rates are rough, measured once on this
-project's 2-core CPU (torch 2.14, oneDNN): conv / matmul 100-250 GFLOP/s, depthwise convs
-1-50 GFLOP/s, copies 1-4 G entries/s, 2-7 us per op plus autograd. Backward costs about twice
-the forward in both forms, so one forward model decides for training as well.
+vectorized on CPU), inflated by the lanes a narrow op leaves idle (`waste`: channels and
+features are processed in blocks of 16 floats, so a rank-8 factor costs what a rank-16 one
+does), entries at the memory rate, and a fixed launch cost per op, which is what decides at
+batch 1, where every op is tiny. Backward costs about twice the forward in both forms, so the
+forward model decides for training as well (pricing the backward's own lane use separately
+made more wrong choices on the benchmark, not fewer). The rates are rough, measured once on this project's 2-core
+CPU (torch 2.14, oneDNN): conv / matmul 100-250 GFLOP/s, depthwise convs 1-50 GFLOP/s,
+1-10 G entries/s moved, 2-7 us per op (~30 us per opt_einsum step) (tests/bench/test_layer_speed.py).
 
 `Costs` holds a layer's three candidates: the factorized pass, the rebuild of its dense
 weight, and the dense op on that weight. `choose` returns "factorized" or "reconstructed";
@@ -31,6 +34,20 @@ class Op:
     flops: float = 0.0
     elements: float = 0.0  # entries read + written
     grouped: bool = False  # a grouped / depthwise conv
+    waste: float = 1.0  # lanes left idle: a kernel vectorizes over blocks of VECTOR
+    launches: float = 1.0  # fixed costs paid: an opt_einsum step is a permute, a reshape, a
+    # matmul and Python around them
+
+
+EINSUM_LAUNCHES = 5.0  # measured: ~30 us per step of a TT contraction at batch 1, a matmul ~6 us
+VECTOR = 16  # float32 lanes the CPU kernels (oneDNN, MKL) block channels and features by
+
+
+def waste(*dims: int) -> float:
+    """Share of the work spent on padding when each of `dims` is rounded up to whole vectors:
+    a conv to 8 channels runs about as fast as one to 16, so narrow factors gain less than
+    their FLOPs say (measured: LeNet-5's 5x5 conv at 250 GFLOP/s, its rank-8 factors at ~120)."""
+    return math.prod(math.ceil(d / VECTOR) * VECTOR / d for d in dims if d > 0)
 
 
 @dataclass(frozen=True)
@@ -41,7 +58,7 @@ class Machine:
     op_s: float  # fixed cost of launching one op
 
 
-CPU = Machine(flops_per_s=150e9, grouped_flops_per_s=10e9, elements_per_s=3e9, op_s=6e-6)
+CPU = Machine(flops_per_s=150e9, grouped_flops_per_s=10e9, elements_per_s=6e9, op_s=6e-6)
 GPU = Machine(flops_per_s=50e12, grouped_flops_per_s=5e12, elements_per_s=1e12, op_s=10e-6)
 
 
@@ -53,7 +70,7 @@ def seconds(ops: Iterable[Op], machine: Machine = CPU) -> float:
     total = 0.0
     for op in ops:
         rate = machine.grouped_flops_per_s if op.grouped else machine.flops_per_s
-        total += op.flops / rate + op.elements / machine.elements_per_s + machine.op_s
+        total += op.flops * op.waste / rate + op.elements / machine.elements_per_s + op.launches * machine.op_s
     return total
 
 
@@ -81,7 +98,7 @@ def choose(costs: Costs, machine: Machine = CPU, weight_cached: bool = False) ->
 
 def matmul(m: int, k: int, n: int, batch: int = 1) -> Op:
     """(batch x) (m x k) @ (k x n)."""
-    return Op(2.0 * batch * m * k * n, batch * (m * k + k * n + m * n))
+    return Op(2.0 * batch * m * k * n, batch * (m * k + k * n + m * n), waste=waste(k, n))
 
 
 def copy(n: int) -> Op:
@@ -109,7 +126,10 @@ def conv(batch: int, cin: int, cout: int, hw: Sequence[int], kernel: Sequence[in
     kh, kw = kernel
     f = 2.0 * batch * cout * (cin // groups) * kh * kw * oh * ow
     entries = batch * cin * hw[0] * hw[1] + batch * cout * oh * ow + cout * (cin // groups) * kh * kw
-    return Op(f, entries, grouped=groups > 1), (oh, ow)
+    grouped = groups > 1  # priced at the grouped rate, which already counts their poor use of lanes
+    if grouped:
+        return Op(f, entries, grouped), (oh, ow)
+    return Op(f, entries, grouped, waste(cout, cin * kh * kw)), (oh, ow)
 
 
 def conv_chain(batch: int, cin: int, hw: Sequence[int], steps: Sequence[dict]) -> list[Op]:
@@ -133,7 +153,9 @@ def einsum_ops(steps: Iterable[str], sizes: dict[str, int]) -> list[Op]:
         labels = set(inputs.replace(",", ""))
         entries = sum(math.prod(sizes[c] for c in op) for op in inputs.split(",")) + math.prod(
             sizes[c] for c in out)
-        ops.append(Op(2.0 * math.prod(sizes[c] for c in labels), 2.0 * entries))
+        contracted = math.prod(sizes[c] for c in labels - set(out))
+        ops.append(Op(2.0 * math.prod(sizes[c] for c in labels), 2.0 * entries, waste=waste(contracted),
+                      launches=EINSUM_LAUNCHES))
     return ops
 
 

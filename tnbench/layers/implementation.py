@@ -52,7 +52,9 @@ def parameters_of(module: nn.Module) -> list[nn.Parameter]:
     updates, `.data` swaps and `.to()`; `forget` drops the list where they may be replaced."""
     plist = module.__dict__.get("_param_list")
     if plist is None:
-        plist = module.__dict__["_param_list"] = list(module.parameters())
+        plist = list(module.parameters())
+        if not tracing():  # export may stand fake tensors in for the parameters
+            module.__dict__["_param_list"] = plist
     return plist
 
 
