@@ -2,13 +2,13 @@
 
 From Python: `tnbench.run(overrides=[...])` or `tnbench.run(cfg)` runs one job and returns a
 `tnbench.Result` (record, compressed model, run directory); `tnbench.compose(overrides)` gives
-the config the command line would run (tnbench.api). They load on first use, so `import
-tnbench` stays light (no torch).
+the config the command line would run; `tnbench.load(run_dir)` the compressed model a run
+saved (tnbench.api). They load on first use, so `import tnbench` stays light (no torch).
 """
 
 __version__ = "0.1.0"
 
-_API = ("run", "compose", "Result")
+_API = ("run", "compose", "load", "Result")
 
 
 def __getattr__(name: str):

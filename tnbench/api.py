@@ -3,6 +3,7 @@
     import tnbench
     result = tnbench.run(overrides=["method=svd", "method.rank=4", "dataset=synthetic"])
     result.record["acc_retrained"], result.model, result.run_dir
+    model = tnbench.load(result.run_dir)     # the saved compressed model, from any later session
 
 The same config (`compose`), the same checks and the same pipeline as `python -m tnbench`,
 and the same run directory, but nothing exits the interpreter: bad input raises ConfigError
@@ -88,6 +89,16 @@ def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None)
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> nn.Module:
+    """The compressed model a run saved (`model.safetensors` + `model.json` in its run
+    directory), rebuilt from its architecture spec with its weights, in eval mode. Needs no
+    training code and unpickles nothing. A run directory without the files (a record from
+    before tnbench saved models) raises CheckpointError with a one-line message."""
+    from tnbench.artifacts.store import load as load_saved
+
+    return load_saved(run_dir, device)
 
 
 def run_dir_of(cfg: DictConfig) -> Path:

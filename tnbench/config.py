@@ -194,6 +194,9 @@ class TrainerConfig:
     # torch intra-op threads for this job; null: torch's default (one per core). With parallel
     # jobs on one machine (hydra/launcher=joblib), cores / jobs avoids oversubscription.
     num_threads: Optional[int] = ranged(None, ge=1)
+    # time the dense and the compressed model's inference (tnbench.pipeline.speed); on the run
+    # key's list of settings that change no result (tnbench.pipeline.identity.NOT_RESULTS)
+    measure_speed: bool = True
 
 
 @dataclass

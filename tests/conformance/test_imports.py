@@ -136,6 +136,8 @@ FORBIDDEN = {
     "tnbench.functional": ["tnbench.layers", "tnbench.methods", "tnbench.pipeline", "tnbench.reporting",
                            "tnbench.data", "tnbench.models"],
     "tnbench.methods": ["tnbench.pipeline", "tnbench.reporting"],
+    # a saved model is rebuilt and exported without any method or training code
+    "tnbench.artifacts": ["tnbench.pipeline", "tnbench.methods"],
 }
 # package -> all that it may import of tnbench
 ALLOWED_ONLY = {"tnbench.layers": ["tnbench.layers", "tnbench.functional", "tnbench.errors"]}

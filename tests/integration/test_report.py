@@ -129,6 +129,7 @@ def test_multirun_then_report_tables_figures_and_page(tmp_path):
 
     assert (out / "plots" / "acc_vs_ratio_synthetic_lenet5.png").stat().st_size > 10_000
     assert (out / "plots" / "retraining_synthetic_lenet5.pdf").stat().st_size > 1_000
+    assert (out / "plots" / "speedup_synthetic_lenet5.png").stat().st_size > 5_000  # measured vs FLOPs
     page = (out / "report.html").read_text()
     images = re.findall(r'<img src="data:image/png;base64,[^"]+" width="\d+" height="\d+" data-file="([^"]+)"', page)
     assert "plots/acc_vs_ratio_synthetic_lenet5.png" in images

@@ -130,3 +130,14 @@ def test_default_run_stderr_has_no_warnings(jobs):
         assert not [l for l in lines if "warn" in l.lower() or "weights_only" in l or "anonymous" in l], r.stderr
         assert "retrain  epoch 2/2" in r.stdout  # the kept per-epoch progress lines
         assert "compress" in r.stdout and "layers" in r.stdout
+
+
+def test_the_compressed_model_is_logged_as_a_model_artifact(jobs):
+    run = run_dir(jobs[0], 2)
+    rec = read_record(run)
+    (path,) = wandb_runs(run)
+    (artifact,) = read_run(path)["artifacts"]
+    assert artifact["type"] == "model" and artifact["name"] == f"model-{run.name}"
+    assert artifact["files"] == ["model.json", "model.safetensors"]
+    assert artifact["metadata"]["compression_ratio"] == pytest.approx(rec["compression_ratio"])
+    assert rec["model_file"] == str(run / "model.safetensors")

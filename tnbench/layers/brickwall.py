@@ -80,7 +80,9 @@ class BrickWallGenerator(Cached):
             else:
                 q, r = torch.linalg.qr(noise)
                 gates = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
-            self.gates = nn.Parameter(gates)
+            # row-major like every saved tensor: QR's column-major q would round differently
+            # in the contraction than the same gates read back from a file
+            self.gates = nn.Parameter(gates.contiguous())
         self.scale = nn.Parameter(torch.tensor(float(scale), **kw))
         self._sharing = False
         self._shared: Tensor | None = None

@@ -32,6 +32,8 @@ NOT_RESULTS: dict[str, str] = {
     "dataset.data_dir": "where the data files are (the files themselves are checksummed)",
     "dataset.download": "whether missing data may be fetched; the data are the same",
     "trainer.progress": "the progress display",
+    "trainer.measure_speed": "whether inference is timed (tnbench.pipeline.speed); timings are measurements "
+                             "of this machine, every other number is the same",
     "trainer.num_threads": "torch intra-op threads: speed (and at most the rounding of parallel reductions)",
     "pipeline.rerun": "whether a finished run is done again",
     "pipeline.keep_checkpoints": "whether epoch checkpoints are kept after the run",

@@ -14,6 +14,9 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from tnbench.artifacts.spec import UnsupportedModel
+from tnbench.artifacts.store import model_preset
+from tnbench.artifacts.store import save as save_model
 from tnbench.data import TensorData, load_section
 from tnbench.data.module import InMemoryDataModule
 from tnbench.errors import BAD_INPUT, CheckpointError, Diverged
@@ -31,6 +34,7 @@ from tnbench.pipeline.metrics import compression_summary, count_params, count_we
 from tnbench.pipeline.progress import compress_progress
 from tnbench.pipeline.resume import EpochCheckpoint, checkpoint_path, load_state, save_state
 from tnbench.pipeline.selection import ModelSelection
+from tnbench.pipeline.speed import measure, speed_record
 from tnbench.pipeline.trainer import finish_logger, log_curve, make_logger, make_trainer
 from tnbench.pipeline.twin import find_or_train, needs_twin, record_recovery
 from tnbench.reporting.console import console, print_summary, stage_banner
@@ -57,6 +61,7 @@ class Run:
     logger: Any = None
     state: dict[str, Any] = field(default_factory=dict)
     model: Any = None  # the network, compressed once the compress stage has run
+    speed_dense: dict[str, Any] | None = None  # the dense model's measured speed (compress stage)
 
     def save_state(self) -> None:
         if is_rank_zero():
@@ -213,6 +218,8 @@ def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, 
     rec["flops_batch_size"] = min(cfg.dataset.eval_batch_size, rec["num_test"])  # the last batch may be smaller
     rec["flops_layers"] = {}
     record_flops(rec, model, input_shape, "dense", [n for n, _ in compressible_layers(model)])
+    if cfg.trainer.measure_speed:
+        run.speed_dense = measure(model, input_shape, rec["flops_batch_size"], cfg.trainer.precision)
     t0 = time.perf_counter()
     method, budget = apply_budget(cfg, method, model, input_shape, rec["params_dense"], rec["flops_dense_b1"])
     if budget:
@@ -303,6 +310,23 @@ def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, i
         if "budget_kind" in rec:
             rec["budget_reached"] = budget_reached(rec)
     rec.update(method.extra_record())
+    if cfg.trainer.measure_speed and run.speed_dense is not None:
+        model = module.model
+        compressed = measure(model, input_shape, rec["flops_batch_size"], cfg.trainer.precision)
+        rec.update(speed_record(run.speed_dense, compressed, next(model.parameters()).device,
+                                rec["flops_batch_size"], cfg.trainer.precision))
+
+
+def keep_model(run: Run, model: Any, data: TensorData) -> None:
+    """The compressed model in the run dir (model.safetensors + model.json: tnbench.load)."""
+    cfg = run.cfg
+    preset = model_preset(cfg.model, data.in_channels, data.image_size, data.num_classes)
+    try:
+        path = save_model(model, run.run_dir, preset, run_id=run.run_dir.name, method=cfg.method.name)
+    except UnsupportedModel as e:  # a plugin's layer class: the record is what the run leaves
+        log.warning("the compressed model is not saved: %s", e)
+        return
+    run.record["model_file"] = str(path)
 
 
 def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -355,6 +379,8 @@ def attempt(cfg: DictConfig, run_dir: Path) -> Run:
         failpoint("compress:done")
         twin = dense_twin(run, dm, data)
         retrain(run, module, dm, method, input_shape, twin)
+        if is_rank_zero():
+            keep_model(run, module.model, data)
         rec["status"] = "ok"
         rec.pop("stage", None)
         if not cfg.pipeline.keep_checkpoints and is_rank_zero():  # resuming is moot now

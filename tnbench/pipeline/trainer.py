@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -177,6 +178,23 @@ def log_finished_record(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) 
     finish_logger(logger, {**record, "status": record.get("status", "ok")})
 
 
+def log_model_artifact(experiment: Any, rec: dict[str, Any]) -> None:
+    """The saved compressed model (weights and architecture spec) as a W&B model artifact."""
+    weights = rec.get("model_file")
+    if not weights or rec.get("status") != "ok":
+        return
+    import wandb
+
+    from tnbench.artifacts.store import SPEC_FILE
+
+    name = "model-" + re.sub(r"[^A-Za-z0-9_.-]", "_", Path(weights).parent.name)
+    artifact = wandb.Artifact(name, type="model", metadata={k: rec.get(k) for k in (
+        "method", "model", "dataset", "compression_ratio", "acc_retrained", "flops_compressed")})
+    artifact.add_file(str(weights))
+    artifact.add_file(str(Path(weights).parent / SPEC_FILE))
+    experiment.log_artifact(artifact)
+
+
 def finish_logger(logger: Any, rec: dict[str, Any]) -> None:
     """Put the record's run-view fields (tnbench.reporting.schema) in the W&B summary and close
     the run, whatever happened."""
@@ -189,6 +207,7 @@ def finish_logger(logger: Any, rec: dict[str, Any]) -> None:
             exp = logger.experiment
             summary = {f.name: f.value(rec) for f in view(RUN)}
             exp.summary.update({"status": rec["status"], **{k: v for k, v in summary.items() if v is not None}})
+            log_model_artifact(exp, rec)
             exp.finish(exit_code=0 if rec["status"] == "ok" else 1)
         else:
             logger.finalize(rec["status"])

@@ -91,6 +91,8 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         "test_subset": [get_path(r.get("config"), "dataset.test_subset") for r in records],
         "time_total_s": [r.get("time_total_s") for r in records],
         "config_recovery_tolerance": [get_path(r.get("config"), "pipeline.recovery_tolerance") for r in records],
+        "speed_threads": [get_path(r, "speed.threads") for r in records],
+        "speed_device": [get_path(r, "speed.device") for r in records],
     })
     df = pd.concat([df.reset_index(drop=True), extra], axis=1)
     numeric = [c for c in df.columns if c in BY_NAME and BY_NAME[c].kind in ("int", "float")]
@@ -167,6 +169,7 @@ def build_report(runs_root: Path, out: Path, ref_dir: Path, bench_dir: Path) -> 
         *draw("Recovery while retraining", lambda: tradeoff.retraining_curves(
             ok, records, setting_keys, plot_dir, common.get("pipeline.recovery_tolerance"))),
         *draw("Accuracy vs norm loss per cut", lambda: plots.accuracy_vs_norm_loss(ok, plot_dir)),
+        *draw("Measured speedup vs FLOP reduction", lambda: plots.speedup_vs_flops(ok, plot_dir)),
         *draw("Rank evolution (adaptive methods)", lambda: plots.rank_evolution(ok, histories, plot_dir)),
         *draw("Partial-norm scaling", lambda: plots.partial_norm_scaling(bench, bench_source, plot_dir)),
     ]

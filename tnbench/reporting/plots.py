@@ -95,6 +95,44 @@ def accuracy_vs_norm_loss(runs: pd.DataFrame, out_dir: Path) -> list[Figure]:
     return figures
 
 
+def speedup_vs_flops(runs: pd.DataFrame, out_dir: Path) -> list[Figure]:
+    """Per dataset and model: measured speedup (compressed / dense throughput at the evaluation
+    batch size) against the FLOP reduction, per method; on the diagonal every FLOP saved is
+    time saved, below 1 the compressed model is slower than the dense one."""
+    section = "Measured speedup vs FLOP reduction"
+    if runs.empty or "speedup_measured" not in runs:
+        return [Figure(section, "speedup", note="no ok runs with measured speed")]
+    timed = _numeric(runs, "flops_ratio", "speedup_measured")
+    if timed.empty:
+        return [Figure(section, "speedup", note="no ok run measured its speed (trainer.measure_speed)")]
+    colors = _colors(timed["method"])
+    markers = {m: "osD^vP*Xh<>p"[i % 12] for i, m in enumerate(sorted(set(timed["method"])))}
+    figures = []
+    for (dataset, model), sub in timed.groupby(["dataset", "model"]):
+        fig, ax = plt.subplots(figsize=(6.4, 4.6))
+        for method, g in sub.groupby("method"):
+            ax.scatter(g["flops_ratio"], g["speedup_measured"], color=colors[method], marker=markers[method],
+                       s=30, alpha=0.8, label=method)
+        values = [*sub["flops_ratio"].astype(float), *sub["speedup_measured"].astype(float), 1.0]
+        lo, hi = min(values) / 1.3, max(values) * 1.3
+        ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, ls="--", label="speedup = FLOP reduction")
+        ax.axhline(1.0, color="C3", lw=0.8, alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel("FLOP reduction (flops_dense / flops_compressed)")
+        ax.set_ylabel("measured speedup (throughput, eval batch)")
+        where = sorted({f"{d}, {int(t)} threads" for d, t in zip(sub.get("speed_device", []), sub.get("speed_threads", []))
+                        if isinstance(d, str) and pd.notna(t)})
+        device = f"\n({'; '.join(where)})" if where else ""
+        ax.set_title(f"{model} / {dataset}: measured speedup vs FLOP reduction{device}", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper left")
+        figures.append(Figure(section, f"{model} / {dataset}", _save(fig, out_dir, f"speedup_{slug(dataset, model)}.png")))
+    return figures
+
+
 def rank_series(history: Any) -> dict[str, tuple[list[float], list[float]]]:
     """Per layer (and mode) the ranks over training, from either form a record may carry:
     a list of snapshots `{"epoch"|"step": ..., "ranks": {layer: r or [r, ...]}}`, or a dict

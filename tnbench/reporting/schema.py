@@ -34,6 +34,11 @@ def _norm_loss_energy_mean(rec: dict[str, Any]) -> Any:
     return (rec.get("norm_loss_energy") or {}).get("mean")
 
 
+def _flops_ratio(rec: dict[str, Any]) -> Any:
+    dense, compressed = rec.get("flops_dense"), rec.get("flops_compressed")
+    return dense / compressed if dense and compressed else None
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
@@ -143,6 +148,20 @@ FIELDS: tuple[Field, ...] = (
        "(`dataset.eval_batch_size`, at most the test set)"),
     _f("flops_layers", "dict", "per compressible layer of the dense model (children included): FLOPs per "
        "example `dense`, `compressed` (at `flops_batch_size`) and `dense_b1`, `compressed_b1`"),
+    _f("flops_ratio", "float", "flops_dense / flops_compressed: the FLOP reduction (derived)", RUN, TABLE,
+       unit="x", header="flops x", digits=2, derive=_flops_ratio),
+    _f("speedup_measured", "float", "throughput_compressed / throughput_dense: the measured speedup at the "
+       "evaluation batch size (`flops_batch_size`)", RUN, TABLE, BRIEF, unit="x", header="speedup", digits=2),
+    _f("speedup_latency", "float", "latency_dense_ms / latency_compressed_ms: the measured speedup at batch 1",
+       RUN, TABLE, unit="x", header="speedup b1", digits=2),
+    _f("latency_dense_ms", "float", "median time of a batch-1 forward pass of the dense model, after warm-up, "
+       "on the training device", RUN, TABLE, unit="ms", digits=3),
+    _f("latency_compressed_ms", "float", "the same for the compressed model (after retraining)", RUN, TABLE,
+       unit="ms", digits=3),
+    _f("throughput_dense", "float", "examples per second of the dense model at the evaluation batch size "
+       "(median pass)", TABLE, unit="1/s", digits=0),
+    _f("throughput_compressed", "float", "the same for the compressed model", TABLE, unit="1/s", digits=0),
+    _f("speed", "dict", "how speed was measured: device, threads, batch sizes, precision, timed passes"),
     # how it went
     _f("pretrain_cache_hit", "bool", "the dense model came from the pretrain cache", RUN, TABLE, BRIEF,
        header="cached"),
@@ -175,6 +194,10 @@ FIELDS: tuple[Field, ...] = (
     _f("wandb_run_id", "str", "the W&B run (kept across resumes)"),
     _f("wandb_dir", "str", "where the offline W&B files are"),
     _f("config", "dict", "the resolved config of the run"),
+    _f("model_file", "str", "the weights of the model the run ended with (`model.safetensors`, its "
+       "architecture in `model.json` beside it; `tnbench.load(run_dir)`)"),
+    _f("export", "dict", "per format exported by `python -m tnbench.export`: the file, and the max abs "
+       "difference of its outputs from the reloaded model on test images"),
     _f("run_dir", "str", "the run's directory (added by the readers)", RUN, TABLE),
 )
 

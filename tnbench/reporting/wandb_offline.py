@@ -50,14 +50,15 @@ def _items(items: Any) -> dict[str, Any]:
 
 
 def read_run(path: str | Path) -> dict[str, Any]:
-    """{run: id/name/group/tags/job_type, config, history: [rows], summary} of one run file;
+    """{run: id/name/group/tags/job_type, config, history: [rows], summary, artifacts: [name, type,
+    metadata, files]} of one run file;
     `path` may be the .wandb file or the offline-run directory holding it."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     path = Path(path)
     if path.is_dir():
         path = next(path.glob("run-*.wandb"))
-    out: dict[str, Any] = {"run": {}, "config": {}, "history": [], "summary": {}}
+    out: dict[str, Any] = {"run": {}, "config": {}, "history": [], "summary": {}, "artifacts": []}
     for payload in _payloads(path.read_bytes()):
         rec = pb.Record()
         rec.ParseFromString(payload)
@@ -73,4 +74,8 @@ def read_run(path: str | Path) -> dict[str, Any]:
             out["history"].append(_items(rec.history.item))
         elif kind == "summary":
             out["summary"].update(_items(rec.summary.update))
+        elif kind == "artifact":
+            a = rec.artifact
+            out["artifacts"].append({"name": a.name, "type": a.type, "metadata": json.loads(a.metadata or "{}"),
+                                     "files": sorted(e.path for e in a.manifest.contents)})
     return out
