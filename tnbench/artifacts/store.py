@@ -18,7 +18,6 @@ from torch import nn
 from tnbench.artifacts.spec import SPEC_VERSION, UnsupportedModel, describe, rebuild
 from tnbench.errors import CheckpointError
 from tnbench.models import MODELS, build_model
-from tnbench.reporting.records import write_json_atomic
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "model.json"
@@ -67,6 +66,13 @@ def build(spec: dict[str, Any], device: str | torch.device = "cpu") -> nn.Module
     return model
 
 
+def _write_json(path: Path, data: Any) -> None:
+    """Atomically: a reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
 def save(model: nn.Module, run_dir: str | Path, preset: dict[str, Any], **about: Any) -> Path:
     """Write the model's spec and weights into `run_dir`; returns the weights file. Raises
     UnsupportedModel (and writes nothing) when the spec would not give the same tensors back."""
@@ -83,7 +89,7 @@ def save(model: nn.Module, run_dir: str | Path, preset: dict[str, Any], **about:
     tmp = run_dir / (WEIGHTS_FILE + ".tmp")
     save_model(model, str(tmp), metadata={"format": "pt", "tnbench_spec": SPEC_FILE})
     os.replace(tmp, weights)
-    write_json_atomic(run_dir / SPEC_FILE, spec)
+    _write_json(run_dir / SPEC_FILE, spec)
     return weights
 
 
