@@ -21,7 +21,8 @@ def dlrt_record(run_dir, tau, acc, **fields):
 
 
 def test_published_rows_beside_stand_ins_or_the_command_that_measures_them(tmp_path):
-    dlrt_record(tmp_path / "runs" / "a", 0.15, 88.0)
+    dlrt_record(tmp_path / "runs" / "a", 0.15, 88.0, experiment="dlrt_lenet5_official")
+    dlrt_record(tmp_path / "runs" / "ours", 0.15, 50.0, experiment="dlrt_lenet5")  # not the paper's protocol
     args = parse_args(["dlrt", "--taus", "0.15", "--epochs", "3", "--val-split", "2000", "trainer.num_threads=1"])
     jobs = jobs_of(PLANS["dlrt"], args)
     assert set(jobs) == {"tau=0.15", "full"}
@@ -32,6 +33,7 @@ def test_published_rows_beside_stand_ins_or_the_command_that_measures_them(tmp_p
     acc = t.loc[("tau=0.15", "accuracy")]
     assert acc["status"] == "measured (stand-in)" and acc["measured_on"] == "fashion_mnist"
     assert acc["measured"] == pytest.approx(88.0) and acc["difference"] == pytest.approx(88.0 - 98.14)
+    assert acc["runs"] == 1
     assert "method.tau=0.15" in acc["stand_in_command"] and acc["command"] == "python -m tnbench +sweep=dlrt_lenet5_official"
     rate = t.loc[("tau=0.15", "compression_rate")]  # DLRT's count beside DLRT's count
     assert rate["measured"] == pytest.approx(95.0) and rate["count_rule"] == "dlrt"

@@ -52,6 +52,7 @@ class Plan:
     commands: dict[str, str] = field(default_factory=dict)  # reference setting -> command on the paper's data
     default_command: str = ""
     taus: bool = False  # jobs swept over method.tau (--taus)
+    experiment: str | None = None  # only runs of this experiment_name speak for the paper (its protocol)
 
 
 def _dlrt_jobs(experiment: str, method: str | None, taus: tuple[float, ...]) -> dict[str, list[str]]:
@@ -65,12 +66,13 @@ PLANS = {
         jobs={**_dlrt_jobs("dlrt_lenet5_official", None, DLRT_TAUS),
               "full": ["experiment=dlrt_lenet5_official", *STAND_IN, "method=none"]},
         commands={"full": "python -m tnbench experiment=dlrt_lenet5_official method=none"},
-        default_command="python -m tnbench +sweep=dlrt_lenet5_official", taus=True),
+        default_command="python -m tnbench +sweep=dlrt_lenet5_official", taus=True,
+        experiment="dlrt_lenet5_official"),
     "tdlrt": Plan(
         "2305.19059", "tdlrt_2305.19059.csv",
         jobs=_dlrt_jobs("dlrt_lenet5", "tucker_adaptive", (0.09, 0.15, 0.3)),
         default_command="python -m tnbench experiment=tdlrt_vgg16_cifar10   # the paper's CIFAR-10 table; "
-                        "+sweep=tdlrt_lenet5 for the LeNet-5 / MNIST benchmark", taus=True),
+                        "+sweep=tdlrt_lenet5 for the LeNet-5 / MNIST benchmark", taus=True, experiment="dlrt_lenet5"),
     "truncation": Plan(
         "2403.14379", "truncation_2403.14379.csv",
         jobs={f"out-{nl}": ["model=cnn4", *STAND_IN, "method=svd_truncation", "method.cut=out",
@@ -141,6 +143,8 @@ def table(plan: Plan, jobs: dict[str, list[str]], runs_root: Path, ref_dir: Path
     records, _ = read_records(runs_root) if runs_root.is_dir() else ([], [])
     runs = runs_frame(records)
     ok = runs[runs["status"] == "ok"] if not runs.empty else runs
+    if plan.experiment and not ok.empty:  # e.g. DLRT's table: the official protocol's runs, not ours
+        ok = ok[ok["experiment"] == plan.experiment]
     bench, source = load_bench(bench_dir)
     rows = []
     for _, row in ref.iterrows():
