@@ -45,6 +45,11 @@ def test_seconds_prices_flops_entries_and_launches():
     assert cost.seconds([cost.Op(1e9, 0, grouped=True)], m) == pytest.approx(10 + 1e-3)
     assert cost.seconds([cost.copy(50_000_000)], m) == pytest.approx(1 + 1e-3)
     assert cost.matmul(2, 3, 4).flops == 48 and cost.matmul(2, 3, 4, batch=5).elements == 5 * (6 + 12 + 8)
+    narrow = cost.Op(1e9, 0, waste=cost.waste(8))  # 8 of 16 lanes: twice the work, four times training
+    assert narrow.waste == 2.0
+    assert cost.seconds([narrow], m) == pytest.approx(2 + 1e-3)
+    assert cost.seconds([narrow], m, training=True) == pytest.approx(4 + 1e-3)
+    assert cost.einsum_ops(["ab,bc->ac"], {"a": 2, "b": 3, "c": 4})[0].launches == cost.EINSUM_LAUNCHES
 
 
 def test_choose_weighs_the_rebuild_unless_the_weight_is_cached():

@@ -8,8 +8,8 @@ vectorized on CPU), inflated by the lanes a narrow op leaves idle (`waste`: chan
 features are processed in blocks of 16 floats, so a rank-8 factor costs what a rank-16 one
 does), entries at the memory rate, and a fixed launch cost per op, which is what decides at
 batch 1, where every op is tiny. Backward costs about twice the forward in both forms, so the
-forward model decides for training as well (pricing the backward's own lane use separately
-made more wrong choices on the benchmark, not fewer). The rates are rough, measured once on this project's 2-core
+forward model decides for training as well, except that narrow ops lose more there (`seconds`
+with `training`). The rates are rough, measured once on this project's 2-core
 CPU (torch 2.14, oneDNN): conv / matmul 100-250 GFLOP/s, depthwise convs 1-50 GFLOP/s,
 1-10 G entries/s moved, 2-7 us per op (~30 us per opt_einsum step) (tests/bench/test_layer_speed.py).
 
@@ -66,11 +66,16 @@ def machine_for(device_type: str) -> Machine:
     return CPU if device_type == "cpu" else GPU
 
 
-def seconds(ops: Iterable[Op], machine: Machine = CPU) -> float:
+def seconds(ops: Iterable[Op], machine: Machine = CPU, training: bool = False) -> float:
+    """Time of the ops' forward pass; with `training` the lane waste counts squared: the
+    backward's two gradient kernels of a narrow op are narrow too, and measured, a chain
+    through 3-8 channels trains 2-2.4x slower than the dense conv it is cheaper than forward
+    (tests/bench/test_layer_speed.py; squaring made the fewest wrong choices there)."""
     total = 0.0
     for op in ops:
         rate = machine.grouped_flops_per_s if op.grouped else machine.flops_per_s
-        total += op.flops * op.waste / rate + op.elements / machine.elements_per_s + op.launches * machine.op_s
+        work = op.waste * op.waste if training else op.waste
+        total += op.flops * work / rate + op.elements / machine.elements_per_s + op.launches * machine.op_s
     return total
 
 
@@ -88,10 +93,10 @@ class Costs:
         return self.dense if weight_cached else self.rebuild + self.dense
 
 
-def choose(costs: Costs, machine: Machine = CPU, weight_cached: bool = False) -> str:
-    """The cheaper implementation; ties go to the factorized form."""
-    rebuilt = seconds(costs.reconstructed(weight_cached), machine)
-    return "reconstructed" if rebuilt < seconds(costs.factorized, machine) else "factorized"
+def choose(costs: Costs, machine: Machine = CPU, weight_cached: bool = False, training: bool = False) -> str:
+    """The cheaper implementation (`training`: forward + backward); ties go to the factorized form."""
+    rebuilt = seconds(costs.reconstructed(weight_cached), machine, training)
+    return "reconstructed" if rebuilt < seconds(costs.factorized, machine, training) else "factorized"
 
 
 # --- single ops ---------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 `CostSwitch` is the base of every factorized layer. Its `forward` asks the layer's cost model
 (`implementation_costs`, built from tnbench.functional.cost) which form is cheaper for this
 input shape and runs `factorized_forward(x)` or `dense_forward(x, weight)`. The choice is
-cached per (input shape, device, parameter shapes, whether the dense weight is cached), so it
+cached per (input shape, device, parameter shapes, whether the dense weight is cached, whether
+autograd is on: then the backward is priced too), so it
 is made once per shape and is static for a given shape: torch.export / ONNX tracing sees one
 branch.
 
@@ -139,11 +140,12 @@ class CostSwitch(Cached):
             if self.implementation not in CHOICES:
                 raise ValueError(f"implementation must be one of {', '.join(CHOICES)}; got {self.implementation!r}")
             return self.implementation
-        cached = may_cache(self)
-        key = (x.shape, x.device.type, cached, tuple(p.shape for p in parameters_of(self)))
+        cached, training = may_cache(self), torch.is_grad_enabled()
+        key = (x.shape, x.device.type, cached, training, tuple(p.shape for p in parameters_of(self)))
         table = self.__dict__.setdefault("_choices", {})
         if key not in table:
-            table[key] = choose(self.implementation_costs(tuple(x.shape)), machine_for(x.device.type), cached)
+            table[key] = choose(self.implementation_costs(tuple(x.shape)), machine_for(x.device.type), cached,
+                                training)
         return table[key]
 
     def inference_weight(self) -> Tensor:
