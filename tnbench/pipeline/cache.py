@@ -108,6 +108,11 @@ class PretrainCache:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    def tidy(self, path: Path, enabled: bool = True) -> None:
+        """Remove temp files of interrupted writes of the entry `path` (under its lock)."""
+        with self.lock(path, enabled):
+            remove_temps(path.parent, prefix=path.name)
+
     def lookup(self, path: Path) -> dict[str, Any] | None:
         """The entry if it exists and verifies against its sidecar (call under `lock`); one
         that does not is set aside so it gets rebuilt. Temp files of interrupted writes of

@@ -154,6 +154,9 @@ def pretrain(run: Run, module: Classifier, dm: InMemoryDataModule) -> None:
         path = Path(done["weights"])
         # tnbench's own files carry a sidecar; a user's init checkpoint is never set aside
         own = str(path) != str(cfg.pipeline.init_checkpoint)
+        cache = PretrainCache(Path(cfg.paths.cache_dir))
+        if own and path.parent == cache.root and is_rank_zero():
+            cache.tidy(path, enabled="ddp" not in str(cfg.trainer.strategy))
         try:
             load_into(module.model, load_checkpoint(path, require_sidecar=own), path)
             rec.update(done["record"])
