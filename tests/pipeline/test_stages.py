@@ -2,6 +2,10 @@
 divergence, threads."""
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
 
@@ -13,6 +17,18 @@ REQUIRED = ["status", "dataset", "model", "method", "seed", "params_dense", "par
             "acc_compressed", "acc_retrained", "acc_retrained_best", "recovery_epochs", "norm_loss",
             "flops_dense", "flops_compressed", "ranks", "time_pretrain_s", "time_compress_s",
             "time_retrain_s", "pretrain_cache_hit", "config"]
+
+
+def finished_wandb_run(wandb_dir: Path, timeout: float = 120) -> dict[str, Any]:
+    """The offline W&B run of a job run in this process. `finish()` returns once W&B's service has
+    the records, which may still be writing the file on a loaded machine (a CLI job's exit waits
+    for it), so this waits until the run and its summary are in the file."""
+    deadline = time.monotonic() + timeout
+    while True:
+        wb = read_run(next(wandb_dir.glob("offline-run-*")))
+        if (wb["run"] and wb["summary"]) or time.monotonic() > deadline:
+            return wb
+        time.sleep(0.5)
 
 
 def test_svd_run_writes_complete_record_and_wandb_files(tmp_path):
@@ -41,7 +57,7 @@ def test_svd_run_writes_complete_record_and_wandb_files(tmp_path):
     assert len(rec["retrain_history"]) == 1
     assert rec["config"]["method"]["rank"] == 4
     # the W&B offline run holds the same numbers, per stage, with group and tags for dashboards
-    wb = read_run(next((tmp_path / "run" / "wandb").glob("offline-run-*")))
+    wb = finished_wandb_run(tmp_path / "run" / "wandb")
     assert wb["run"]["id"] == rec["wandb_run_id"]
     assert {"svd", "lenet5", "synthetic"} <= set(wb["run"]["tags"])
     assert wb["run"]["group"] == "lenet5-synthetic"
