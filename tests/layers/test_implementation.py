@@ -38,12 +38,17 @@ def layer_cases() -> dict[str, tuple]:
     torch.manual_seed(0)
     conv, lin = _conv(), nn.Linear(24, 20).to(F64)
     cp_factors = [torch.randn(n, 3, dtype=F64) for n in (8, 6, 3, 3)]
+    reflect, circular, replicate = (nn.Conv2d(6, 8, 3, padding=1, padding_mode=m).to(F64)
+                                    for m in ("reflect", "circular", "replicate"))
     cases = {
         "lowrank_linear": (LowRankLinear.from_dense(lin, 4)[0], LINEAR_INPUT),
         "lowrank_conv": (LowRankConv2d.from_dense(conv, 3)[0], CONV_INPUT),
         "lowrank_conv_reflect": (LowRankConv2d.from_dense(nn.Conv2d(6, 8, 3, padding=1, padding_mode="reflect")
                                                           .to(F64), 3)[0], CONV_INPUT),
         "cp_conv": (CPConv2d.from_factors(conv, cp_factors), CONV_INPUT),
+        "tucker_conv_reflect": (TuckerConv2d.from_dense(reflect, {"out": 4, "in": 3})[0], CONV_INPUT),
+        "usv_conv_circular": (USVConv2d.from_dense(circular, 4)[0], CONV_INPUT),
+        "tt_conv_replicate": (TTConv2d.from_dense(replicate, [2, 4], [2, 3], 3), CONV_INPUT),
         "tucker_conv": (TuckerConv2d.from_dense(conv, {"out": 4, "in": 3, "kh": 2})[0], CONV_INPUT),
         "tucker_linear": (TuckerLinear.from_dense(lin, [5, 6])[0], LINEAR_INPUT),
         "usv_conv": (USVConv2d.from_dense(conv, 4)[0], CONV_INPUT),

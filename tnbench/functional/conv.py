@@ -18,6 +18,16 @@ def conv2d(x: Tensor, w: Tensor, *args, **kwargs) -> Tensor:
     return F.conv2d(x, w, *args, **kwargs)
 
 
+def padded_conv2d(x: Tensor, w: Tensor, bias: Tensor | None, stride, padding, dilation,
+                  padding_mode: str = "zeros") -> Tensor:
+    """`conv2d` with nn.Conv2d's padding modes: reflect/replicate/circular pad the input
+    explicitly (F.conv2d itself only pads with zeros)."""
+    if padding_mode != "zeros":
+        x = F.pad(x, [p for p in reversed(pair(padding)) for _ in range(2)], mode=padding_mode)
+        padding = 0
+    return conv2d(x, w, bias, stride, padding, dilation)
+
+
 def pointwise(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """A 1x1 convolution with an (out, in) matrix. Measured on CPU (oneDNN), a 1x1 conv on
     channels-last input beats a matmul on the permuted (N*H*W, C) view once the backward pass

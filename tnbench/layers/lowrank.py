@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tnbench.functional import cost
-from tnbench.functional.conv import conv2d
+from tnbench.functional.conv import padded_conv2d
 from tnbench.functional.lowrank import matricize_conv, truncated_svd
 from tnbench.layers.implementation import CostSwitch
 
@@ -103,10 +103,7 @@ class LowRankConv2d(CostSwitch):
 
     def dense_forward(self, x: Tensor, weight: Tensor) -> Tensor:
         c = self.first
-        if c.padding_mode != "zeros":
-            x = F.pad(x, c._reversed_padding_repeated_twice, mode=c.padding_mode)
-            return conv2d(x, weight, self.second.bias, c.stride, 0, c.dilation)
-        return conv2d(x, weight, self.second.bias, c.stride, c.padding, c.dilation)
+        return padded_conv2d(x, weight, self.second.bias, c.stride, c.padding, c.dilation, c.padding_mode)
 
     def implementation_costs(self, x_shape: tuple[int, ...]) -> cost.Costs:
         c = self.first

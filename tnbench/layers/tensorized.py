@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tnbench.functional import cost
-from tnbench.functional.conv import conv2d
+from tnbench.functional.conv import padded_conv2d
 from tnbench.functional.network import Network, apply, apply_plan, dense_plan
 from tnbench.functional.peps import peps_network, peps_shapes, peps_to_dense
 from tnbench.functional.tt import (
@@ -192,10 +192,7 @@ class TTConv2d(TensorizedLayer):
         return ["b0", *out_legs(self.n + 1), *in_legs(self.n + 1), f"b{self.n + 1}"]
 
     def dense_forward(self, x: Tensor, weight: Tensor) -> Tensor:
-        if self.padding_mode != "zeros":
-            return conv2d(F.pad(x, self._reversed_padding, mode=self.padding_mode), weight, self.bias, self.stride,
-                          0, self.dilation)
-        return conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation)
+        return padded_conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.padding_mode)
 
     def implementation_costs(self, x_shape: tuple[int, ...]) -> cost.Costs:
         batch, hw = x_shape[0], x_shape[2:]

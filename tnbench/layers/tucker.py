@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tnbench.functional import cost
-from tnbench.functional.conv import conv2d, pointwise
+from tnbench.functional.conv import padded_conv2d, pointwise
 from tnbench.functional.tucker import hosvd, tucker_to_tensor
 from tnbench.layers.implementation import CostSwitch
 
@@ -163,10 +163,7 @@ class TuckerConv2d(TuckerLayer):
         return self._tucker_weight()
 
     def dense_forward(self, x: Tensor, weight: Tensor) -> Tensor:
-        if self.padding_mode != "zeros":
-            return conv2d(F.pad(x, self._pad, mode=self.padding_mode), weight, self.bias, self.stride, 0,
-                          self.dilation)
-        return conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation)
+        return padded_conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.padding_mode)
 
     def implementation_costs(self, x_shape: tuple[int, ...]) -> cost.Costs:
         ranks = {m: self.factor(m).shape[1] for m in self.modes}
@@ -264,10 +261,7 @@ class USVConv2d(TuckerLayer):
         return self._tucker_weight().reshape(self.shape[0], *self.kernel_shape)
 
     def dense_forward(self, x: Tensor, weight: Tensor) -> Tensor:
-        if self.padding_mode != "zeros":
-            return conv2d(F.pad(x, self._pad, mode=self.padding_mode), weight, self.bias, self.stride, 0,
-                          self.dilation)
-        return conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation)
+        return padded_conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.padding_mode)
 
     def implementation_costs(self, x_shape: tuple[int, ...]) -> cost.Costs:
         return cost.usv_conv(x_shape[0], x_shape[2:], (self.shape[0], *self.kernel_shape), self.u_out.shape[1],
