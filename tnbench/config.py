@@ -30,6 +30,7 @@ from tnbench.errors import ConfigError
 
 MAX_SEED = 2**32 - 2  # numpy's seeds end at 2**32 - 1, and retraining is seeded with seed + 1
 MAX_METHOD_SEED = 2**32 - 1  # a method's own seeds (its initializations) are used as given
+MAX_THREADS = 1024  # beyond any node's cores; an absurd count aborts in libgomp, not in Python
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant", "step")
 LOGGERS = ("wandb", "csv", "none")
@@ -193,7 +194,8 @@ class TrainerConfig:
     gradient_clip_val: Optional[float] = ranged(None, ge=0)
     # torch intra-op threads for this job; null: torch's default (one per core). With parallel
     # jobs on one machine (hydra/launcher=joblib), cores / jobs avoids oversubscription.
-    num_threads: Optional[int] = ranged(None, ge=1)
+    # (at most MAX_THREADS anywhere; up front, at most the CPUs of a machine that runs the job)
+    num_threads: Optional[int] = ranged(None, ge=1, le=MAX_THREADS)
     # time the dense and the compressed model's inference (tnbench.pipeline.speed); on the run
     # key's list of settings that change no result (tnbench.pipeline.identity.NOT_RESULTS)
     measure_speed: bool = True

@@ -95,8 +95,11 @@ CATALOGUE = [
     case("pipeline.retrain_optimizer.schedule=poly", message="pipeline.retrain_optimizer.schedule must be one of "
                                                              "cosine, constant, step; got 'poly'"),
     # the trainer and the machine
-    case("trainer.num_threads=0", message="trainer.num_threads must be >= 1 or null, got 0"),
-    case("trainer.num_threads=100000", message="trainer.num_threads must be null or between 1 and"),
+    case("trainer.num_threads=0", message="trainer.num_threads must be in [1, 1024] or null, got 0"),
+    case("trainer.num_threads=100000", message="trainer.num_threads must be in [1, 1024] or null, got 100000"),
+    case("trainer.num_threads=1000", message="trainer.num_threads must be null or between 1 and"),
+    case("-m", "hydra/launcher=submitit_slurm", "trainer.num_threads=5000",
+         message="trainer.num_threads must be in [1, 1024] or null, got 5000"),  # checked for a job that runs elsewhere
     case("trainer.num_nodes=0", message="trainer.num_nodes must be >= 1, got 0"),
     case("trainer.precision=8", message="trainer.precision must be one of 32-true, 32, bf16-mixed"),
     case("trainer.devices=0", message="trainer.devices must be an integer >= 1, -1 (all), auto or a non-empty list "
@@ -225,6 +228,11 @@ CATALOGUE = [
     case("method=tt", "method.target_norm=-1", message="method.target_norm must be match_dense, paper or a number > 0"),
     case("method=tt", "method.factors=abc", message="method.factors must be null or {layer: {out: [...], in: [...]}}"),
     case("method=mpo", "method.bond_dim=0", message="method.bond_dim must be >= 1, got 0"),
+    case("method=tt", "method.bond_dim=100000", message="method=tt with these settings leaves every selected layer "
+                                                        "dense (features.3, classifier.0, classifier.2), so the run "
+                                                        "would compress nothing; allowed: a smaller method.bond_dim"),
+    case("method=tucker", "method.ranks=[1.0,1.0]", message="method=tucker with these settings leaves every selected "
+                                                            "layer dense"),
     case("method=peps", *FC2, "method.grid_rows=0", message="method.grid_rows must be >= 1, got 0"),
     case("method=peps", *FC2, "method.num_cores=3", "method.grid_rows=2",
          message="method.num_cores (3) must be a multiple of method.grid_rows (2)"),
@@ -237,8 +245,9 @@ CATALOGUE = [
     case(*ADTN, "method.fit_lr=0", message="method.fit_lr must be > 0, got 0.0"),
     case(*ADTN, "method.fit_steps=-1", message="method.fit_steps must be >= 0, got -1"),
     case(*ADTN, "method.fit_patience=0", message="method.fit_patience must be >= 1 or null, got 0"),
-    case(*ADTN, "method.threads=0", message="method.threads must be >= 1 or null, got 0"),
-    case(*ADTN, "method.threads=100000", message="method.threads must be null or between 1 and"),
+    case(*ADTN, "method.threads=0", message="method.threads must be in [1, 1024] or null, got 0"),
+    case(*ADTN, "method.threads=1000", message="method.threads must be null or between 1 and"),
+    case(*ADTN, "method.threads=100000", message="method.threads must be in [1, 1024] or null, got 100000"),
     case(*ADTN, "method.layout=square", message="method.layout must be one of flat, dims; got 'square'"),
     case(*ADTN, "method.checkpoint=most", message="method.checkpoint must be one of auto, none, sqrt, log"),
     case(*ADTN, "method.initial_state=one", message="method.initial_state must be one of plus, zero; got 'one'"),

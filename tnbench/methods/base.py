@@ -239,6 +239,19 @@ class Method:
                               f"method={self.cfg.name}, which would compress nothing; allowed: all, "
                               f"all_but_first_last or names among {names}")
 
+    def check_saves(self, model: nn.Module) -> None:
+        """Settings at which `compress` would leave every selected layer dense (each layer's
+        size, known from shapes, is its dense size) make a run that compresses nothing."""
+        layers = self.selected_layers(model)
+        sizes = [self.layer_size(name, layer) for name, layer in layers]
+        if not layers or any(s is None or s != layer.weight.numel() for s, (_, layer) in zip(sizes, layers)):
+            return
+        knob = f"a smaller method.{self.knob.option}" if self.knob and self.knob.more_params else \
+            f"a larger method.{self.knob.option}" if self.knob else "other settings"
+        raise ConfigError(f"method={self.cfg.name} with these settings leaves every selected layer dense "
+                          f"({', '.join(n for n, _ in layers)}), so the run would compress nothing; allowed: "
+                          f"{knob}, one that saves parameters in at least one layer")
+
     def compress(self, model: nn.Module) -> list[LayerReport]:
         raise NotImplementedError
 

@@ -113,9 +113,12 @@ class Checker:
         with torch.device("meta"):
             model = build_model(cfg.model.name, in_channels=channels, image_size=size, num_classes=classes,
                                 **cfg.model.options)
-        build_method(cfg.method).check_model(model)
-        from tnbench.pipeline.budget import check_budget
+        method = build_method(cfg.method)
+        method.check_model(model)
+        from tnbench.pipeline.budget import budget_kind, check_budget
 
+        if budget_kind(cfg.get("budget")) is None:  # a budget sets the size itself
+            method.check_saves(model)
         check_budget(cfg, model)
 
     def check_machine(self, cfg: DictConfig) -> None:

@@ -38,7 +38,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from tnbench.config import MethodConfig, one_of, ranged
+from tnbench.config import MAX_THREADS, MethodConfig, one_of, ranged
 from tnbench.errors import ConfigError
 from tnbench.functional.approximation import relative_error
 from tnbench.functional.brickwall import (
@@ -80,7 +80,7 @@ class ADTNConfig(MethodConfig):
     fit_patience: Optional[int] = ranged(200, ge=1)  # stop after this many steps without 0.1% improvement
     fit_scale: str = one_of("norm", FIT_SCALES)  # norm: keep the target's norm | free: fit it
     checkpoint: str = one_of("auto", CHECKPOINT_MODES)  # memory/recompute trade in backward
-    threads: Optional[int] = ranged(1, ge=1)  # intra-op threads generating weights; null: torch's
+    threads: Optional[int] = ranged(1, ge=1, le=MAX_THREADS)  # intra-op threads generating weights; null: torch's
 
 
 def _check(ok: bool, message: str) -> None:
