@@ -44,6 +44,17 @@ class TensorizedLayer(CostSwitch):
     layout = ""
     net: Network
 
+    def _set_factors(self, in_features: int, out_features: int, out_factors: Sequence[int],
+                     in_factors: Sequence[int]) -> None:
+        """The Linear layers' shape: OUT = prod(out_factors), IN = prod(in_factors), one pair a node."""
+        if len(out_factors) != len(in_factors):
+            raise ValueError(f"out and in need the same number of factors, got {list(out_factors)} and {list(in_factors)}")
+        if math.prod(out_factors) != out_features or math.prod(in_factors) != in_features:
+            raise ValueError(f"factors {list(out_factors)} x {list(in_factors)} do not multiply to "
+                             f"{out_features} x {in_features}")
+        self.in_features, self.out_features = in_features, out_features
+        self.out_factors, self.in_factors = list(out_factors), list(in_factors)
+
     def _init_nodes(self, shapes: Sequence[Sequence[int]]) -> None:
         self.cores = nn.ParameterList([nn.Parameter(torch.zeros(tuple(s))) for s in shapes])
 
@@ -96,13 +107,7 @@ class TTLinear(TensorizedLayer):
     def __init__(self, in_features: int, out_features: int, out_factors: Sequence[int], in_factors: Sequence[int],
                  bond_dim: int, bias: bool = True) -> None:
         super().__init__()
-        if len(out_factors) != len(in_factors):
-            raise ValueError(f"out and in need the same number of factors, got {list(out_factors)} and {list(in_factors)}")
-        if math.prod(out_factors) != out_features or math.prod(in_factors) != in_features:
-            raise ValueError(f"factors {list(out_factors)} x {list(in_factors)} do not multiply to "
-                             f"{out_features} x {in_features}")
-        self.in_features, self.out_features = in_features, out_features
-        self.out_factors, self.in_factors = list(out_factors), list(in_factors)
+        self._set_factors(in_features, out_features, out_factors, in_factors)
         self.n = len(out_factors)
         self.net = tt_matrix_network(self.n)
         self._init_nodes(tt_matrix_shapes(out_factors, in_factors, bond_dim))
@@ -229,17 +234,11 @@ class PEPSLinear(TensorizedLayer):
     def __init__(self, in_features: int, out_features: int, out_factors: Sequence[int], in_factors: Sequence[int],
                  bond_dim: int, rows: int = 2, bias: bool = True) -> None:
         super().__init__()
-        n = len(out_factors)
-        if len(in_factors) != n:
-            raise ValueError(f"out and in need the same number of factors, got {list(out_factors)} and {list(in_factors)}")
+        self._set_factors(in_features, out_features, out_factors, in_factors)
+        n = self.n = len(out_factors)
         if rows < 1 or n % rows:
             raise ValueError(f"a PEPS grid of {rows} rows needs a multiple of {rows} nodes, got {n}")
-        if math.prod(out_factors) != out_features or math.prod(in_factors) != in_features:
-            raise ValueError(f"factors {list(out_factors)} x {list(in_factors)} do not multiply to "
-                             f"{out_features} x {in_features}")
-        self.in_features, self.out_features = in_features, out_features
-        self.out_factors, self.in_factors = list(out_factors), list(in_factors)
-        self.n, self.rows, self.cols = n, rows, n // rows
+        self.rows, self.cols = rows, n // rows
         self.bond_dim = bond_dim
         self.net = peps_network(self.rows, self.cols)
         self._init_nodes(peps_shapes(self.rows, self.cols, out_factors, in_factors, bond_dim))
