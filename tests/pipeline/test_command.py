@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
@@ -14,8 +15,15 @@ from tnbench.pipeline.configstore import register_configs
 register_configs()
 
 
-def test_jobs_compose_each_job_as_hydras_loader_does():
+@pytest.fixture
+def fresh_hydra():
+    """Command initializes Hydra's global state as @hydra.main does: leave it clear for the next test."""
     GlobalHydra.instance().clear()
+    yield
+    GlobalHydra.instance().clear()
+
+
+def test_jobs_compose_each_job_as_hydras_loader_does(fresh_hydra):
     argv = ["-m", "method=none,svd,tucker", "model=lenet5,cnn4", "dataset=synthetic", "seed=0,3",
             "pipeline.retrain_epochs=1,2", "trainer.gradient_clip_val=0.5"]
     command = Command(argv, main, "conf", "config")  # as `python -m tnbench` reads it
