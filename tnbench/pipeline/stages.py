@@ -252,6 +252,15 @@ def budget_reached(rec: dict[str, Any]) -> float:
             "flops": rec["flops_compressed_b1"]}[kind]
 
 
+def fresh_module(cfg: DictConfig, data: TensorData) -> Classifier:
+    """The job's dense model, freshly initialised from its seed, in its Lightning module."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
+                        num_classes=data.num_classes, **cfg.model.options)
+    return Classifier(model, data.num_classes, channels_last=cfg.trainer.channels_last, seed=cfg.seed,
+                      gradient_clip_val=cfg.trainer.gradient_clip_val)
+
+
 def dense_twin(run: Run, dm: InMemoryDataModule, data: TensorData) -> dict[str, Any] | None:
     """For a run from scratch, its dense twin from the pretrain cache, trained first with
     `pipeline.dense_twin=train` (tnbench.pipeline.twin)."""
@@ -261,14 +270,10 @@ def dense_twin(run: Run, dm: InMemoryDataModule, data: TensorData) -> dict[str, 
 
     def train() -> tuple[dict[str, Any], list[float], list[dict[str, float]]]:
         run.stage("twin")
-        L.seed_everything(cfg.seed, workers=True, verbose=False)  # where a pretraining would start
-        model = build_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
-                            num_classes=data.num_classes, **cfg.model.options)
-        module = Classifier(model, data.num_classes, channels_last=cfg.trainer.channels_last, seed=cfg.seed,
-                            gradient_clip_val=cfg.trainer.gradient_clip_val)
+        module = fresh_module(cfg, data)  # where a pretraining would start
         dm.reseed(cfg.seed)
         history = fit(run, module, dm, "twin", cfg.pipeline.retrain_epochs, cfg.pipeline.retrain_optimizer)
-        return model.state_dict(), history, module.curve
+        return module.model.state_dict(), history, module.curve
 
     return find_or_train(cfg, train)
 
@@ -365,12 +370,8 @@ def attempt(cfg: DictConfig, run_dir: Path) -> Run:
         run.stage("data")
         data = load_dataset(cfg)
         rec["num_train"], rec["num_test"] = len(data.train_y), len(data.test_y)
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        model = build_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
-                            num_classes=data.num_classes, **cfg.model.options)
-        run.model = model
-        module = Classifier(model, data.num_classes, channels_last=cfg.trainer.channels_last, seed=cfg.seed,
-                            gradient_clip_val=cfg.trainer.gradient_clip_val)
+        module = fresh_module(cfg, data)
+        run.model = module.model
         dm = InMemoryDataModule(data, batch_size=cfg.dataset.batch_size, eval_batch_size=cfg.dataset.eval_batch_size,
                                 seed=cfg.seed, channels_last=cfg.trainer.channels_last)
         run.logger = make_logger(cfg, run_dir, rec, resume_id=run.state.get("wandb_run_id"))
