@@ -66,3 +66,48 @@ def test_learning_rate_follows_the_epoch_schedule(tmp_path):
     assert sorted(rates.seen) == [0, 1, 2]
     for epoch, lrs in rates.seen.items():
         assert len(lrs) == 1 and lrs.pop() == pytest.approx(0.05 * (1 + math.cos(math.pi * epoch / 3)))
+
+
+def test_bn_recalibration_recomputes_statistics_before_every_evaluation(tmp_path):
+    """pipeline.bn_recalibration: each evaluation first sets every BatchNorm layer's running
+    statistics to the average over the unaugmented training split (what the layer sees there);
+    without it the layer keeps its lagging running averages. The model's weights are unchanged."""
+    from tnbench.data.module import InMemoryDataModule
+    from tnbench.models import build_model
+    from tnbench.pipeline.classifier import Classifier
+    from tnbench.pipeline.stages import load_dataset
+    from tnbench.pipeline.trainer import make_trainer
+
+    cfg = compose([*QUICK, "model=cnn4"])
+    data = load_dataset(cfg)
+    dm = InMemoryDataModule(data, batch_size=cfg.dataset.batch_size, eval_batch_size=64)
+    torch.manual_seed(0)
+    model = build_model("cnn4", in_channels=data.in_channels, image_size=data.image_size, num_classes=data.num_classes)
+    bn = model.features[1]
+    seen = []  # what the first BN layer sees on each statistics batch
+    hook = model.features[0].register_forward_hook(lambda m, i, out: seen.append(out.detach().mean((0, 2, 3))))
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    for on in (False, True):
+        bn.reset_running_stats()
+        seen.clear()
+        module = Classifier(model, data.num_classes, bn_recalibration=on).for_stage("pretrain")
+        make_trainer(cfg, epochs=1, logger=None, run_dir=tmp_path / str(on)).validate(module, datamodule=dm, verbose=False)
+        if on:
+            assert len(seen) == -(-len(data.train_y) // 64) + -(-len(data.test_y) // 64)
+            expected = torch.stack(seen[: -(-len(data.train_y) // 64)]).mean(0)
+            torch.testing.assert_close(bn.running_mean, expected, rtol=1e-4, atol=1e-5)
+        else:
+            assert len(seen) == -(-len(data.test_y) // 64)  # the test batches only
+            assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+    hook.remove()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+
+
+def test_bn_recalibration_leaves_a_model_without_batchnorm_alone():
+    from tnbench.models import build_model
+    from tnbench.pipeline.classifier import recalibrate_bn
+
+    model = build_model("lenet5", in_channels=1, image_size=28, num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert not recalibrate_bn(model, [torch.randn(4, 1, 28, 28)])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

@@ -82,6 +82,13 @@ class InMemoryDataModule(lightning.LightningDataModule):
         return InMemoryLoader(d.val_x, d.val_y, self.eval_batch_size, shuffle=False, augment=False, mean=d.mean,
                               std=d.std, seed=self.seed, channels_last=self.channels_last)
 
+    def statistics_dataloader(self) -> InMemoryLoader:
+        """The training split, unshuffled and unaugmented, in evaluation batches: what BatchNorm
+        statistics are recomputed over (`pipeline.bn_recalibration`)."""
+        d = self.data
+        return InMemoryLoader(d.train_x, d.train_y, self.eval_batch_size, shuffle=False, augment=False, mean=d.mean,
+                              std=d.std, seed=self.seed, channels_last=self.channels_last)
+
     def val_dataloader(self) -> InMemoryLoader:
         return self._eval_loader()
 

@@ -32,6 +32,17 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: Any, epochs: int) -> t
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def recalibrate_bn(model: nn.Module, loader: Any) -> bool:
+    """Recompute every BatchNorm layer's running statistics as the plain average over `loader`'s
+    batches (torch's `update_bn`, which SWA uses), in no-grad train mode; the model's mode is
+    kept. Whether there was a BatchNorm layer to recalibrate."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return False
+    with torch.inference_mode(False), torch.no_grad():  # Lightning evaluates in inference mode
+        torch.optim.swa_utils.update_bn(loader, model)
+    return True
+
+
 class Classifier(L.LightningModule):
     """Cross-entropy training of `model`; metrics are logged as `<stage>/<name>`.
 
@@ -45,7 +56,7 @@ class Classifier(L.LightningModule):
     """
 
     def __init__(self, model: nn.Module, num_classes: int, channels_last: bool = False, seed: int = 0,
-                 gradient_clip_val: float | None = None) -> None:
+                 gradient_clip_val: float | None = None, bn_recalibration: bool = False) -> None:
         super().__init__()
         # Manual optimization: the step below is forward, backward, (clip), step. Lightning's
         # automatic loop wraps each step in a closure and more hooks, ~0.5 ms a step: a LeNet-5
@@ -53,6 +64,7 @@ class Classifier(L.LightningModule):
         # The LR schedule is epoch-wise (on_train_epoch_start).
         self.automatic_optimization = False
         self.gradient_clip_val = gradient_clip_val
+        self.bn_recalibration = bn_recalibration
         self.model = model
         self.seed = seed
         self.channels_last = channels_last
@@ -145,6 +157,10 @@ class Classifier(L.LightningModule):
     def _train_epoch_metrics(self) -> tuple[torch.Tensor, torch.Tensor]:
         sums = self.trainer.strategy.reduce(self._sums, reduce_op="sum")  # over DDP ranks
         return sums[0] / sums[2].clamp(min=1), 100.0 * sums[1] / sums[2].clamp(min=1)
+
+    def on_validation_start(self) -> None:
+        if self.bn_recalibration and not self.trainer.sanity_checking:
+            recalibrate_bn(self.model, self.trainer.datamodule.statistics_dataloader())
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch

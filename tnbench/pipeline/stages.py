@@ -258,7 +258,8 @@ def fresh_module(cfg: DictConfig, data: TensorData) -> Classifier:
     model = build_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
                         num_classes=data.num_classes, **cfg.model.options)
     return Classifier(model, data.num_classes, channels_last=cfg.trainer.channels_last, seed=cfg.seed,
-                      gradient_clip_val=cfg.trainer.gradient_clip_val)
+                      gradient_clip_val=cfg.trainer.gradient_clip_val,
+                      bn_recalibration=cfg.pipeline.bn_recalibration)
 
 
 def dense_twin(run: Run, dm: InMemoryDataModule, data: TensorData) -> dict[str, Any] | None:
