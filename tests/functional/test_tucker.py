@@ -8,9 +8,12 @@ from tnbench.functional.tucker import (
     augment_basis,
     fold,
     hosvd,
+    left_singular_pairs,
     mode_product,
     rank_for_tolerance,
+    singular_values,
     truncation_bases,
+    truncation_ranks,
     tucker_params,
     tucker_to_tensor,
     unfold,
@@ -93,6 +96,19 @@ def test_truncation_discards_within_tau_and_respects_rank_bounds():
     mat = torch.randn(12, 9, dtype=torch.float64)
     bases, _ = truncation_bases(mat, [0, 1], 0.3, 1, 100, {0: 40, 1: 40}, tie=True)
     assert bases[0].shape[1] == bases[1].shape[1]
+
+
+def test_truncation_ranks_from_spectra_alone_are_the_truncations_ranks():
+    """What a budget sizes from (the spectra, no vectors) keeps what the truncation keeps."""
+    torch.manual_seed(6)
+    core = torch.randn(30, 24, 3, 3, dtype=torch.float64) * torch.logspace(0, -3, 30, dtype=torch.float64)[:, None, None, None]
+    for matrix in (unfold(core, 0), unfold(core, 0).T):  # the Gram route (wide) and the SVD route (tall)
+        assert torch.allclose(singular_values(matrix), left_singular_pairs(matrix)[1], atol=1e-10)
+    sizes = {0: 64, 1: 48}
+    for tau, r_min, r_max, tie in [(0.05, 1, 100, False), (0.3, 1, 100, True), (0.9, 5, 100, False), (1e-9, 1, 7, False)]:
+        bases, _ = truncation_bases(core, [0, 1], tau, r_min, r_max, sizes, tie)
+        spectra = {a: singular_values(unfold(core, a)) for a in (0, 1)}
+        assert truncation_ranks(spectra, tau, r_min, r_max, sizes, tie) == {a: p.shape[1] for a, p in bases.items()}
 
 
 def test_augmented_basis_keeps_the_old_basis_first_and_spans_the_gradient():

@@ -89,7 +89,9 @@ SIZE_CASES = [("svd", {"rank": 3}), ("svd", {"rank": 40}), ("tucker", {"ranks": 
               ("cp", {"rank": 2}), ("cp", {"rank": 40}), ("mpo", {"bond_dim": 2}), ("tt", {"bond_dim": 5}),
               ("peps", {"bond_dim": 3, "fit_steps": 1}), ("adtn", {"depth": 3, "fit_steps": 1}),
               ("adqc", {"depth": 5, "fit_steps": 1}), ("svd_truncation", {"norm_loss": 0.2, "include_linear": True}),
-              ("svd_truncation", {"norm_loss": 0.05, "cut": "out_kh"})]
+              ("svd_truncation", {"norm_loss": 0.05, "cut": "out_kh"}), ("dlrt", {"rank_init": "tau", "tau": 0.4}),
+              ("dlrt", {"rank_init": "tau", "tau": 0.02, "rank_cap": "half"}),
+              ("tucker_adaptive", {"rank_init": "tau", "tau": 0.3, "adaptive_modes": ["out", "in", "kh"]})]
 
 
 @pytest.mark.parametrize("name,options", SIZE_CASES)

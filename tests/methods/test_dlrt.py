@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from tests.conftest import LENET_LAYERS, method_cfg, raises_one_line, run_in_process
+from tnbench.functional.tucker import truncation_bases
 from tnbench.layers.tucker import TuckerLinear, USVConv2d
 from tnbench.methods import build_method
 from tnbench.methods.families.integrator import RankAdaptiveIntegrator
 from tnbench.models import build_model
+from tnbench.reporting.schema import method_setting
 
 
 @pytest.mark.parametrize("name,kw,match", [
@@ -82,3 +84,59 @@ def test_official_settings_start_at_half_the_smaller_side_from_random_orthonorma
         build_method(method_cfg("dlrt", rank_cap="third"))
     with raises_one_line("method.init must be one of decompose, random"):
         build_method(method_cfg("dlrt", init="hosvd"))
+
+
+def test_tau_start_keeps_the_ranks_the_integrators_truncation_keeps_of_each_weight():
+    """`rank_init: tau` (what a budget sets) starts each layer where the integrator's own rule,
+    run on the full matricized weight as its core, would truncate it: same tau, floor and caps."""
+    torch.manual_seed(0)
+    model = build_model("lenet5_dlrt", in_channels=1, image_size=28, num_classes=10)
+    weights = {n: model.get_submodule(n).weight.detach().clone() for n in LENET_LAYERS}
+    for rank_cap, tau in [("r_max", 0.3), ("half", 0.05)]:
+        method = build_method(method_cfg("dlrt", layers=LENET_LAYERS, rank_init="tau", tau=tau, r_min=2,
+                                         rank_cap=rank_cap))
+        net = build_model("lenet5_dlrt", in_channels=1, image_size=28, num_classes=10)
+        net.load_state_dict(model.state_dict())
+        hint = method.size_hint(net)
+        reports = method.compress(net)
+        assert hint == sum(p.numel() for p in net.parameters())
+        for r in reports:
+            w = weights[r.name].reshape(weights[r.name].shape[0], -1)
+            cap = method.cap(*w.shape)
+            bases, _ = truncation_bases(w, [0, 1], tau, 2, cap, dict(enumerate(w.shape)), tie=True)
+            assert r.ranks == [bases[0].shape[1]], (rank_cap, r.name)
+        if rank_cap == "half":  # the cap binds on the small, hard-to-truncate layers at tau 0.05
+            assert any(r.ranks[0] == method.cap(r.shape[0], math.prod(r.shape[1:])) for r in reports)
+
+
+def test_budget_with_random_factors_is_a_one_line_error_before_any_work():
+    from tests.conftest import compose
+    from tnbench.pipeline.checks import check
+
+    with raises_one_line(r"method.init=random .*allowed: method.init=decompose"):
+        check(compose(["dataset=synthetic", "model=lenet5_dlrt", "method=dlrt_official", "budget.ratio=4"]))
+
+
+def test_budget_lands_the_compressed_model_and_records_reached_after_retraining(tmp_path):
+    """budget.ratio=4 and 8 choose tau so that the model as compressed is within 5% of the asked
+    ratio (a fixed rank_init of 50 would give the same size for both); the record then carries
+    the asked ratio, the chosen tau, the ratio right after compression and, as budget_reached,
+    the ratio of the retrained model, whose ranks moved."""
+    recs = {}
+    for ratio in (4, 8):
+        recs[ratio] = rec = run_in_process(tmp_path, "model=lenet5", "method=dlrt", f"budget.ratio={ratio}",
+                                           "logger=none", "dataset.train_size=512", "dataset.test_size=128",
+                                           name=f"r{ratio}")
+        assert rec["status"] == "ok", rec.get("error")
+        at_compress = rec["compression_at_compress"]
+        assert rec["budget_asked"] == ratio and set(rec["budget_knob"]) == {"tau"}
+        assert rec["budget_search"]["within"] and rec["budget_search"]["sets"] == {"rank_init": "tau"}
+        assert f"tau={rec['budget_knob']['tau']} " in method_setting(rec) and "rank_init=tau" in method_setting(rec)
+        assert at_compress["budget_reached"] == pytest.approx(ratio, rel=0.05)
+        assert at_compress["budget_reached"] == pytest.approx(at_compress["compression_ratio"])
+        assert rec["budget_reached"] == pytest.approx(rec["compression_ratio"])  # the retrained model
+        # tau ~0.8 on these barely trained weights: retraining truncates the cores further, to rank 1
+        assert rec["budget_reached"] > 2 * ratio and set(map(tuple, rec["ranks"].values())) == {(1,)}
+        assert rec["ranks"] == rec["rank_history"][-1]["ranks"]
+        assert at_compress["ranks"] == rec["rank_history"][0]["ranks"]
+    assert recs[8]["budget_knob"]["tau"] > recs[4]["budget_knob"]["tau"]

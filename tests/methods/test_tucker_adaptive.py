@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tests.conftest import LENET_LAYERS, method_cfg, raises_one_line, run_in_process
+from tnbench.functional.tucker import truncation_bases
 from tnbench.methods import build_method
 from tnbench.models import build_model
 
@@ -37,3 +39,48 @@ def test_pipeline_with_tucker_adaptive_records_rank_history(tmp_path):
     assert rec["paper"] == "arXiv:2305.19059"
     # TDLRT counts as we do (stored core and factors): the paper-rule fields repeat ours
     assert rec["count_rule"] == "stored" and rec["compression_rate_paper"] == pytest.approx(rec["compression_rate"])
+
+
+def test_tau_start_keeps_the_ranks_the_integrators_truncation_keeps_of_each_weight():
+    """`rank_init: tau` (what a budget sets) starts each factored mode where the integrator's own
+    rule, run on the full weight as its core (the HOSVD's spectra), would truncate it."""
+    torch.manual_seed(0)
+    model = build_model("lenet5_dlrt", in_channels=1, image_size=28, num_classes=10)
+    weights = {n: model.get_submodule(n).weight.detach().clone() for n in LENET_LAYERS}
+    method = build_method(method_cfg("tucker_adaptive", layers=LENET_LAYERS, rank_init="tau", tau=0.3, r_min=2,
+                                     r_max=40))
+    hint = method.size_hint(model)
+    reports = method.compress(model)
+    assert hint == sum(p.numel() for p in model.parameters())
+    for r in reports:
+        w = weights[r.name]
+        bases, _ = truncation_bases(w, [0, 1], 0.3, 2, 40, dict(enumerate(w.shape)))
+        assert r.ranks == [bases[0].shape[1], bases[1].shape[1]], r.name
+    assert reports[-1].ranks == [40, 40]  # classifier.0 (500 x 800) hits r_max
+
+
+def test_budget_lands_the_compressed_model_and_records_reached_after_retraining(tmp_path):
+    """budget.ratio=4 and 8 choose tau so that the model as compressed is within 5% of the asked
+    ratio (a fixed rank_init of 50 would give the same size for both); the record carries the
+    asked ratio, the chosen tau, the ratio right after compression and, as budget_reached, the
+    retrained model's. 16x is out of reach on LeNet-5: r_min 7 floors every rank (8.13x at most)."""
+    recs = {}
+    for ratio in (4, 8):
+        recs[ratio] = rec = run_in_process(tmp_path, "model=lenet5", "method=tucker_adaptive", f"budget.ratio={ratio}",
+                                           "logger=none", "dataset.train_size=512", "dataset.test_size=128",
+                                           name=f"r{ratio}")
+        assert rec["status"] == "ok", rec.get("error")
+        at_compress = rec["compression_at_compress"]
+        assert rec["budget_asked"] == ratio and set(rec["budget_knob"]) == {"tau"}
+        assert rec["budget_search"]["within"] and rec["budget_search"]["sets"] == {"rank_init": "tau"}
+        assert at_compress["budget_reached"] == pytest.approx(ratio, rel=0.05)
+        assert at_compress["budget_reached"] == pytest.approx(at_compress["compression_ratio"])
+        assert at_compress["ranks"] == rec["rank_history"][0]["ranks"]
+        assert rec["budget_reached"] == pytest.approx(rec["compression_ratio"])  # the retrained model
+        assert rec["ranks"] == rec["rank_history"][-1]["ranks"]
+    assert recs[8]["budget_knob"]["tau"] > recs[4]["budget_knob"]["tau"]
+    assert recs[4]["budget_reached"] > recs[4]["compression_at_compress"]["budget_reached"]  # ranks fell to r_min
+    with raises_one_line(r"budget.ratio=16 is out of reach for method=tucker_adaptive: its most compressing setting "
+                         r"\(tau=0.999\) gives 8.13x; allowed: budget.ratio <= 8.13"):
+        run_in_process(tmp_path, "model=lenet5", "method=tucker_adaptive", "budget.ratio=16", "logger=none",
+                       "dataset.train_size=512", "dataset.test_size=128", name="r16")

@@ -19,6 +19,12 @@ GEOMETRY = {"lenet5": (1, 28, 10), "vgg16": (3, 32, 10)}
 # A method that compresses only convs (cp, svd_truncation by default) cannot shrink LeNet-5 (96% of
 # its parameters are Linear) below 1.04x, nor one that compresses only Linear layers (mpo, peps) VGG-16.
 OUT_OF_REACH = {("cp", "lenet5"), ("svd_truncation", "lenet5"), ("mpo", "vgg16"), ("peps", "vgg16")}
+# Methods whose size follows the weights' singular values (norm loss, the adaptive methods' tau):
+# sized on real (randomly initialised) weights.
+BY_VALUES = {"svd_truncation", "dlrt", "tucker_adaptive"}
+# tucker_adaptive's r_max 100 caps VGG-16's 256/512-channel modes: even the smallest tau compresses
+# it 7.55x, so 4x is missed, on the knob's granularity note (its r_min 7 also floors LeNet-5 at 8.13x).
+CAPPED = {("tucker_adaptive", "vgg16", 4): "tau=0.0001 gives 7.55x"}
 
 
 def model_of(name: str, meta: bool) -> torch.nn.Module:
@@ -29,7 +35,8 @@ def model_of(name: str, meta: bool) -> torch.nn.Module:
 
 
 def test_every_size_knob_is_declared() -> None:
-    assert {"svd", "tucker", "cp", "mpo", "tt", "peps", "adtn", "adqc", "svd_truncation"} <= set(KNOBBED)
+    assert {"svd", "tucker", "cp", "mpo", "tt", "peps", "adtn", "adqc", "svd_truncation", "dlrt",
+            "tucker_adaptive"} <= set(KNOBBED)
     for name in KNOBBED:
         knob = METHODS.get(name).knob
         assert knob.option in {f for f in METHODS.get(name).config_class.__dataclass_fields__}
@@ -39,7 +46,7 @@ def test_every_size_knob_is_declared() -> None:
 @pytest.mark.parametrize("model", ["lenet5", "vgg16"])
 @pytest.mark.parametrize("method", KNOBBED)
 def test_budget_4x_and_8x_land_within_5_percent(method: str, model: str) -> None:
-    net = model_of(model, meta=method != "svd_truncation")  # its size follows the singular values
+    net = model_of(model, meta=method not in BY_VALUES)
     cfg = OmegaConf.create({"method": method_cfg(method, fit_steps=1) if "fit_steps" in
                             METHODS.get(method).config_class.__dataclass_fields__ else method_cfg(method)})
     knob = METHODS.get(method).knob
@@ -51,6 +58,9 @@ def test_budget_4x_and_8x_land_within_5_percent(method: str, model: str) -> None
                 search(knob, sizer(cfg, knob, net, "ratio", None), target, method)
             continue
         found = search(knob, sizer(cfg, knob, net, "ratio", None), target, method)
+        if (method, model, ratio) in CAPPED:
+            assert not found.within and CAPPED[method, model, ratio] in found.note, found.note
+            continue
         assert found.within and found.reached == pytest.approx(ratio, rel=0.05), (found, found.note)
 
 

@@ -9,6 +9,7 @@ singular vectors of W's mode-a unfolding, and the core is W projected onto them.
 The rank-adaptive integrators (TDLRT, DLRT) need three more operations, all here:
 - `augment_basis`: orth([U, G]) with U's own columns first, so the core moves by zero padding;
 - `rank_for_tolerance`: the truncation rule, smallest j with ||d[j:]|| <= tau * ||d||;
+- `truncation_ranks`: that rule per axis, clamped (also what sizes a budget's starting ranks);
 - `truncation_bases`: per axis, the rotation that truncates the core's unfolding by that rule.
 """
 from __future__ import annotations
@@ -85,6 +86,16 @@ def left_singular_pairs(matrix: Tensor, count: int | None = None) -> tuple[Tenso
     return u[:, :count], torch.cat([s, s.new_zeros(rows - s.numel())])
 
 
+def singular_values(matrix: Tensor) -> Tensor:
+    """The spectrum `left_singular_pairs` gives (padded with zeros to `rows`, descending, the same
+    Gram route for a wide matrix), without computing the vectors."""
+    rows, cols = matrix.shape
+    if rows <= cols:
+        return torch.linalg.eigvalsh(matrix @ matrix.T).flip(0).clamp_min(0).sqrt()
+    s = torch.linalg.svdvals(matrix)
+    return torch.cat([s, s.new_zeros(rows - s.numel())])
+
+
 def hosvd(tensor: Tensor, ranks: Mapping[int, int]) -> tuple[Tensor, dict[int, Tensor], dict[int, Tensor]]:
     """Truncated HOSVD on the axes in `ranks` (the others stay whole): core, factors, and each
     axis's unfolding spectrum. Computed in float64 and returned in the input's dtype."""
@@ -156,20 +167,32 @@ def augment_basis(u: Tensor, direction: Tensor, columns: int) -> Tensor:
     return q[:, :columns].to(u.dtype).contiguous()
 
 
-def truncation_bases(core: Tensor, axes: list[int], tau: float, r_min: int, r_max: int,
-                     sizes: Mapping[int, int], tie: bool = False) -> tuple[dict[int, Tensor], dict[int, Tensor]]:
-    """Per axis, the orthonormal P_a (r_a x new rank) that truncates the core's mode-a unfolding
-    by the tau rule, clamped to [r_min, r_max] and the mode size `sizes[a]`; and the spectra.
-    With `tie` every axis keeps the same rank (the matrix case W = U S V^T, whose two
-    unfoldings share one spectrum). The truncated core is C x_a P_a^T, the factors U_a P_a."""
-    c = core.detach().double()
-    bases, spectra, ranks = {}, {}, {}
-    for axis in axes:
-        u, s = left_singular_pairs(unfold(c, axis))
-        bases[axis], spectra[axis] = u, s
-        ranks[axis] = min(clamp_rank(rank_for_tolerance(s, tau), r_min, r_max, sizes[axis]), u.shape[0])
+def truncation_ranks(spectra: Mapping[int, Tensor], tau: float, r_min: int, r_max: int, sizes: Mapping[int, int],
+                     tie: bool = False, held: Mapping[int, int] | None = None) -> dict[int, int]:
+    """The truncation rule's rank per axis, from each unfolding's spectrum: smallest j with
+    ||s[j:]|| <= tau ||s|| (`rank_for_tolerance`), clamped to [r_min, r_max] and the mode size
+    `sizes[a]`, and to `held[a]` (the columns there are to keep, where fewer than the mode size);
+    with `tie` every axis keeps the smallest of them. The integrator's truncation
+    (`truncation_bases`) and a budget's sizing of the pretrained weights both use it."""
+    ranks = {a: clamp_rank(rank_for_tolerance(s, tau), r_min, r_max, sizes[a]) for a, s in spectra.items()}
+    if held is not None:
+        ranks = {a: min(r, held[a]) for a, r in ranks.items()}
     if tie and ranks:
         common = min(ranks.values())
         ranks = {a: common for a in ranks}
+    return ranks
+
+
+def truncation_bases(core: Tensor, axes: list[int], tau: float, r_min: int, r_max: int,
+                     sizes: Mapping[int, int], tie: bool = False) -> tuple[dict[int, Tensor], dict[int, Tensor]]:
+    """Per axis, the orthonormal P_a (r_a x new rank) that truncates the core's mode-a unfolding
+    by the tau rule (`truncation_ranks`), clamped to [r_min, r_max] and the mode size `sizes[a]`;
+    and the spectra. With `tie` every axis keeps the same rank (the matrix case W = U S V^T, whose
+    two unfoldings share one spectrum). The truncated core is C x_a P_a^T, the factors U_a P_a."""
+    c = core.detach().double()
+    bases, spectra = {}, {}
+    for axis in axes:
+        bases[axis], spectra[axis] = left_singular_pairs(unfold(c, axis))
+    ranks = truncation_ranks(spectra, tau, r_min, r_max, sizes, tie, held={a: u.shape[0] for a, u in bases.items()})
     out = {a: bases[a][:, :ranks[a]].to(core.dtype).contiguous() for a in axes}
     return out, {a: s.to(core.dtype) for a, s in spectra.items()}

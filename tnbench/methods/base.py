@@ -176,8 +176,9 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
 class Knob:
     """The option that sets a method's size, for `budget.*` (tnbench.pipeline.budget): the search
     sets `option` (an int or float in [low, high]; high None: up to where the size stops
-    growing) and clears `clears` (options that would override it). `more_params`: a larger
-    value keeps more parameters. `granularity`: why the size moves in steps, stated in records
+    growing), clears `clears` (options that would override it) and sets the options in `sets`
+    (name, value) that make the knob decide the size (e.g. a rank-adaptive method's starting
+    ranks from its tolerance). `more_params`: a larger value keeps more parameters. `granularity`: why the size moves in steps, stated in records
     when the budget falls between two of them."""
 
     option: str
@@ -186,6 +187,7 @@ class Knob:
     high: float | None = None
     more_params: bool = True
     clears: tuple[str, ...] = ()
+    sets: tuple[tuple[str, Any], ...] = ()
     granularity: str = ""
 
     def cast(self, value: float) -> int | float:

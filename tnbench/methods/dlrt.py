@@ -14,6 +14,11 @@ Two sets of settings (papers.md section 2; `method=dlrt_official` is the second)
   random orthonormal U, V and S = diag of sorted |N(0,1)| (`init=random`), augmenting to twice
   the rank (buffers of twice the cap). Its model selection (best validation loss on a 50k/10k
   split) is the pipeline's `pipeline.select=best_val_loss` with `dataset.val_split`.
+Budgets (`budget.*`, tnbench.pipeline.budget): the knob is `tau`; the layers then start at the
+rank the truncation rule at tau keeps of each matricized weight's SVD (`rank_init: tau`, capped
+per layer as above), see tnbench.methods.families.rank_adaptive. With `init=random` the factors
+do not come from the weights, so that sizing means nothing: refused (one line naming
+method.init), as for `method=dlrt_official`.
 Not reproduced: the official truncation ignores the last singular value of the augmented S and
 keeps the rank when no j qualifies; ours is the plain tau rule above.
 """
@@ -25,6 +30,7 @@ import torch
 from torch import nn
 
 from tnbench.config import MAX_METHOD_SEED, one_of, ranged
+from tnbench.errors import ConfigError
 from tnbench.functional.counting import DLRT as DLRT_RULE
 from tnbench.functional.lowrank import random_usv
 from tnbench.functional.tucker import clamp_rank
@@ -58,6 +64,13 @@ class DLRT(RankAdaptiveMethod):
     tie = True
     count_rule = DLRT_RULE  # the published table counts r(OUT+1) per layer + the dense layers
 
+    def validate(self) -> None:
+        super().validate()
+        if self.rank_init_spec() == "tau" and self.cfg.init == "random":
+            raise ConfigError("method.init=random draws factors unrelated to the weights, so the starting ranks cannot "
+                              "follow tau (method.rank_init=tau, which budget.* sets); allowed: method.init=decompose, "
+                              "or method.init=random with a fixed method.rank_init and no budget")
+
     def cap(self, rows: int, cols: int) -> int:
         """The most a layer's rank may be (rows x cols, the matricized weight)."""
         side = min(rows, cols)
@@ -69,6 +82,10 @@ class DLRT(RankAdaptiveMethod):
         rows, cols = layer.weight.shape[0], layer.weight[0].numel()
         cap = self.cap(rows, cols)
         return cap, 2 * cap  # the official code augments to 2r within buffers of twice the cap
+
+    def layout(self, layer: nn.Module) -> tuple[tuple[int, ...], list[int], int]:
+        rows, cols = layer.weight.shape[0], layer.weight[0].numel()
+        return (rows, cols), [0, 1], self.cap(rows, cols)
 
     def start(self, rows: int, cols: int) -> int:
         cap = self.cap(rows, cols)
@@ -82,7 +99,7 @@ class DLRT(RankAdaptiveMethod):
 
     def factorize(self, layer: nn.Module) -> TuckerLayer:
         rows, cols = layer.weight.shape[0], layer.weight[0].numel()
-        rank = self.start(rows, cols)
+        rank = self.tau_ranks(layer)[0] if self.rank_init_spec() == "tau" else self.start(rows, cols)
         if self.cfg.init == "decompose":
             if isinstance(layer, nn.Conv2d):
                 return USVConv2d.from_dense(layer, rank)[0]

@@ -4,7 +4,9 @@ Each selected Conv2d becomes a `TuckerConv2d` factored on the adaptive modes (de
 IN, kernel modes whole, as in the authors' later code), each Linear a `TuckerLinear` (its
 `out`/`in` modes); the rank of every factored mode is then adapted while training by the
 integrator in tnbench.methods.families.integrator. Defaults: tau 0.1, r_min 7, r_max 100, initial
-rank 50, truncation every 10 steps (papers.md section 2).
+rank 50, truncation every 10 steps (papers.md section 2). Budgets (`budget.*`) search `tau`
+and start each factored mode at the rank the truncation rule at tau keeps of the weight's HOSVD
+(`rank_init: tau`, clamped to [r_min, r_max]; tnbench.methods.families.rank_adaptive).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from tnbench.functional.counting import STORED
-from tnbench.layers.tucker import CONV_MODES, TuckerConv2d, TuckerLayer, TuckerLinear
+from tnbench.layers.tucker import CONV_MODES, LINEAR_MODES, TuckerConv2d, TuckerLayer, TuckerLinear
 from tnbench.methods import METHODS
 from tnbench.methods.base import check_modes
 from tnbench.methods.families.rank_adaptive import RankAdaptiveConfig, RankAdaptiveMethod
@@ -34,12 +36,27 @@ class TuckerAdaptive(RankAdaptiveMethod):
         super().validate()
         self.modes = check_modes(self.cfg.adaptive_modes, CONV_MODES, "method.adaptive_modes")
 
-    def factorize(self, layer: nn.Module) -> TuckerLayer:
-        shape = layer.weight.shape
+    def layer_modes(self, layer: nn.Module) -> tuple[str, ...]:
+        """The layer's factored modes, in its own mode order."""
         if isinstance(layer, nn.Conv2d):
-            ranks = {m: self.start_rank(shape[CONV_MODES.index(m)]) for m in self.modes}
-            return TuckerConv2d.from_dense(layer, ranks, tuple(ranks))[0]
+            return CONV_MODES
         # a Linear has only out/in; with adaptive_modes naming neither (kh/kw only), both adapt
-        linear_modes = [m for m in self.modes if m in ("out", "in")] or ["out", "in"]
-        ranks = {m: self.start_rank(shape[("out", "in").index(m)]) for m in linear_modes}
-        return TuckerLinear.from_dense(layer, ranks, tuple(ranks))[0]
+        return LINEAR_MODES
+
+    def factored(self, layer: nn.Module) -> list[str]:
+        names = self.layer_modes(layer)
+        return [m for m in self.modes if m in names] or list(names)
+
+    def layout(self, layer: nn.Module) -> tuple[tuple[int, ...], list[int], int]:
+        names = self.layer_modes(layer)
+        return tuple(layer.weight.shape), [names.index(m) for m in self.factored(layer)], self.cfg.r_max
+
+    def factorize(self, layer: nn.Module) -> TuckerLayer:
+        shape, names, modes = layer.weight.shape, self.layer_modes(layer), self.factored(layer)
+        if self.rank_init_spec() == "tau":
+            by_axis = self.tau_ranks(layer)
+            ranks = {m: by_axis[names.index(m)] for m in modes}
+        else:
+            ranks = {m: self.start_rank(shape[names.index(m)]) for m in modes}
+        cls = TuckerConv2d if isinstance(layer, nn.Conv2d) else TuckerLinear
+        return cls.from_dense(layer, ranks, tuple(ranks))[0]

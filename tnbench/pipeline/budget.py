@@ -1,14 +1,19 @@
 """One budget for every method: `budget.ratio`, `budget.params` or `budget.flops`.
 
 A method with a size knob (`Method.knob`: rank, bond dimension, Tucker rank fraction, CP rank,
-circuit depth, norm loss) gets the knob value whose compressed model is closest to the budget,
+circuit depth, norm loss, the rank-adaptive methods' tolerance tau) gets the knob value whose compressed model is closest to the budget,
 found without training: bisection on the parameter count (or FLOPs) of the compressed model,
 which the method computes from shapes (`Method.size_hint`, also on the `meta` device) or which
 is counted on a compressed copy of the pretrained model where the size depends on the weights'
-values (norm loss) or the budget is in FLOPs (per example of a forward pass at batch 1,
+values (norm loss, tau: the method sizes those from the weights' singular values) or the budget is in FLOPs (per example of a forward pass at batch 1,
 `flops_compressed_b1`). The size is monotone in the knob, so the search
 lands within `budget.tolerance` of the budget or, where one knob step jumps over it, on the
 closer of the two settings around it (the method's granularity, stated in the record).
+
+For `dlrt` / `tucker_adaptive`, whose ranks follow tau while retraining, the search lands the
+model as compressed (the starting ranks the truncation rule gives at tau); the record's
+`budget_reached` is then measured again on the retrained model, and the value right after
+compressing is kept in `compression_at_compress` (tnbench.pipeline.stages).
 
 `search` is pure (a size function in, the chosen value out); `apply_budget` runs it in the
 compress stage and `check_budget` in the up-front check of every job.
@@ -139,12 +144,14 @@ def _int_bracket(knob: Any, f: Callable[[Any], int], goal: float) -> tuple[int, 
 
 
 def with_knob(section: Any, knob: Any, value: Any) -> DictConfig:
-    """The method section with the knob set and the options that would override it cleared."""
+    """The method section with the knob set, the options that would override it cleared and
+    those it needs set (`Knob.sets`)."""
     plain = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
     plain[knob.option] = value
     for key in knob.clears:
         if key in plain:
             plain[key] = None
+    plain.update(dict(knob.sets))
     return OmegaConf.create(plain)
 
 
@@ -220,7 +227,7 @@ def apply_budget(cfg: DictConfig, method: Any, model: Any, input_shape: tuple[in
         "budget_reached": found.reached,
         "budget_knob": {knob.option: found.value},
         "budget_search": {"tolerance": target.tolerance, "within": found.within, "miss": found.miss,
-                          "note": found.note, "dense_flops": dense_flops,
+                          "note": found.note, "dense_flops": dense_flops, **({"sets": dict(knob.sets)} if knob.sets else {}),
                           "evaluations": [[v, s] for v, s in found.evaluations]},
     }
     return build_method(with_knob(cfg.method, knob, found.value)), record

@@ -309,7 +309,7 @@ def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, i
     if final is not None:  # the structure changed while training: report the final model
         rec["compression_at_compress"] = {k: rec[k] for k in ("params_compressed", "compression_ratio",
                                                               "compression_rate", "compression_rate_paper",
-                                                              "ranks", "flops_compressed", "flops_compressed_b1")
+                                                              "ranks", "flops_compressed", "flops_compressed_b1", "budget_reached")
                                          if k in rec}
         layers = [r.as_dict() for r in final]
         rec["layers"] = layers

@@ -19,9 +19,10 @@ RUN, TABLE, BRIEF = "run", "table", "brief"
 
 def method_setting(rec: dict[str, Any]) -> str:
     """The method's own settings (beyond name, layers, paper) as `k=v`, so rows are told apart;
-    the knob a budget chose replaces its configured value."""
+    the knob a budget chose, and the options its search set with it, replace their configured values."""
     m = dict((rec.get("config") or {}).get("method") or {})
     m.update(rec.get("budget_knob") or {})
+    m.update((rec.get("budget_search") or {}).get("sets") or {})
     skip = {"name", "layers", "paper"}
     return " ".join(f"{k}={v}" for k, v in m.items() if k not in skip and v is not None)
 
@@ -115,10 +116,12 @@ FIELDS: tuple[Field, ...] = (
     _f("budget_asked", "float", "the budget asked (a ratio, a parameter or a FLOP count)", RUN, TABLE, BRIEF,
        header="budget", digits=3),
     _f("budget_reached", "float", "the same measure of the compressed model (after retraining where the method's "
-       "size changes in it)", RUN, TABLE, header="reached", digits=3),
-    _f("budget_knob", "dict", "the knob value the budget's search chose, e.g. {rank: 5}", RUN),
-    _f("budget_search", "dict", "the search: tolerance, within it or not, the relative miss, a note on the "
-       "method's granularity when no setting lands within it, the settings tried and their sizes, seconds"),
+       "size changes in it: dlrt, tucker_adaptive; the value right after compression is in "
+       "compression_at_compress)", RUN, TABLE, header="reached", digits=3),
+    _f("budget_knob", "dict", "the knob value the budget's search chose, e.g. {rank: 5}, {tau: 0.3}", RUN),
+    _f("budget_search", "dict", "the search: tolerance, within it or not (for the model as compressed), the "
+       "relative miss, a note on the method's granularity when no setting lands within it, options set with the "
+       "knob (sets), the settings tried and their sizes, seconds"),
     _f("norm_loss", "dict", "per layer 1 - ||W_trunc||_F / ||W||_F (`layers`) and their `mean`"),
     _f("norm_loss_mean", "float", "mean norm loss over the compressed layers (derived from `norm_loss`)", RUN,
        TABLE, header="norm loss", digits=3, derive=_norm_loss_mean),
@@ -168,7 +171,7 @@ FIELDS: tuple[Field, ...] = (
     _f("pretrain_history", "list", "test accuracy after each pretrain epoch"),
     _f("retrain_history", "list", "test accuracy after each retrain epoch"),
     _f("compression_at_compress", "dict", "size right after compression, for methods whose ranks change in "
-       "retraining"),
+       "retraining (with the budget reached then)"),
     _f("time_pretrain_s", "float", "seconds spent pretraining (or loading the dense model)", RUN, TABLE, unit="s",
        digits=1),
     _f("time_compress_s", "float", "seconds spent compressing", RUN, TABLE, unit="s", digits=1),

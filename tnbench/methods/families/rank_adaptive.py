@@ -1,10 +1,19 @@
 """What `method=dlrt` and `method=tucker_adaptive` share: layers held as a core and orthonormal
 factors (tnbench.layers.tucker), compressed at a starting rank, whose ranks the integrator
-(tnbench.methods.families.integrator) adapts while the pipeline retrains."""
+(tnbench.methods.families.integrator) adapts while the pipeline retrains.
+
+Their size knob for `budget.*` is the tolerance `tau`. A budget starts the layers at
+`rank_init: tau`: the ranks the integrator's own truncation rule (`truncation_ranks`: smallest
+j with ||s[j:]|| <= tau ||s||, clamped to [r_min, cap]) gives on the spectra of the weights the
+method is given (the pretrained ones; with `pipeline.pretrain_epochs=0` the random initial ones,
+which are what the factors then come from too). The search lands that *initial* model on the
+budget; the ranks then move in retraining, so the record's `budget_reached` is the retrained
+model's and `compression_at_compress.budget_reached` the one the search aimed at."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import torch
 from torch import nn
@@ -12,9 +21,17 @@ from torch import nn
 from tnbench.config import MethodConfig, ranged
 from tnbench.errors import ConfigError
 from tnbench.functional.approximation import norm_loss, relative_error
-from tnbench.functional.tucker import clamp_rank, resolve_rank
+from tnbench.functional.tucker import (
+    clamp_rank,
+    resolve_rank,
+    singular_values,
+    truncation_ranks,
+    tucker_params,
+    unfold,
+)
 from tnbench.layers.tucker import TuckerLayer
 from tnbench.methods.base import (
+    Knob,
     LayerReport,
     Method,
     replace_module,
@@ -30,8 +47,26 @@ class RankAdaptiveConfig(MethodConfig):
     tau: float = ranged(0.1, gt=0, lt=1)  # relative truncation tolerance
     r_min: int = ranged(7, ge=1)  # ranks are clamped to [r_min, r_max], each capped at the mode size
     r_max: int = ranged(100, ge=1)
-    rank_init: Any = 50  # starting rank: an integer, a fraction (0, 1] of each mode size, or `cap` (the cap)
+    # starting rank: an integer, a fraction (0, 1] of each mode size, `cap` (the cap), or `tau` (the
+    # truncation rule at tau on the given weights' spectra; what a budget sets)
+    rank_init: Any = 50
     adapt_every: int = ranged(10, ge=1)  # optimizer steps per augment -> train -> truncate window
+
+
+# singular values per layer and unfolding, kept while the layer lives and its weight is unchanged:
+# a budget's search sizes the same layers at many tolerances
+_SPECTRA: WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], torch.Tensor]] = WeakKeyDictionary()
+
+
+def weight_spectrum(layer: nn.Module, shape: tuple[int, ...], axis: int) -> torch.Tensor:
+    """Singular values of the mode-`axis` unfolding of the layer's weight viewed as `shape`
+    (in float64, as the integrator computes a core's)."""
+    weight = layer.weight
+    entry = _SPECTRA.setdefault(layer, {})
+    key = (shape, axis, weight._version)
+    if key not in entry:
+        entry[key] = singular_values(unfold(weight.detach().double().reshape(shape), axis))
+    return entry[key]
 
 
 class RankAdaptiveMethod(Method):
@@ -41,6 +76,9 @@ class RankAdaptiveMethod(Method):
 
     config_class = RankAdaptiveConfig
     tie = False  # one rank per layer (the matrix case) instead of one per mode
+    # a larger tolerance truncates more; the search sizes the starting ranks from it (rank_init: tau)
+    knob = Knob("tau", float, 1e-4, 0.999, more_params=False, clears=("rank",), sets=(("rank_init", "tau"),),
+                granularity="one rank step per layer and factored mode, ranks within [r_min, r_max]")
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
@@ -53,12 +91,12 @@ class RankAdaptiveMethod(Method):
         c = self.cfg
         if c.r_min > c.r_max:
             raise ConfigError(f"method.r_min ({c.r_min}) must be <= method.r_max ({c.r_max})")
-        if self.rank_init_spec() == "cap":
+        if self.rank_init_spec() in ("cap", "tau"):
             return
         try:
             resolve_rank(self.rank_init_spec(), 1)
         except ValueError:
-            raise ConfigError(f"method.rank_init must be an integer >= 1, a fraction in (0, 1] or cap; "
+            raise ConfigError(f"method.rank_init must be an integer >= 1, a fraction in (0, 1], cap or tau; "
                               f"got {self.rank_init_spec()!r}") from None
         if isinstance(self.rank_init_spec(), int) and not c.r_min <= self.rank_init_spec() <= c.r_max:
             raise ConfigError(f"method.rank_init ({self.rank_init_spec()}) must lie in [r_min, r_max] = "
@@ -73,6 +111,28 @@ class RankAdaptiveMethod(Method):
         spec = self.rank_init_spec()
         wanted = self.cfg.r_max if spec == "cap" else resolve_rank(spec, size)
         return clamp_rank(wanted, self.cfg.r_min, self.cfg.r_max, size)
+
+    def layout(self, layer: nn.Module) -> tuple[tuple[int, ...], list[int], int]:
+        """How the integrator holds a layer: the weight's shape as factored, the factored axes,
+        and the truncation cap."""
+        raise NotImplementedError
+
+    def tau_ranks(self, layer: nn.Module) -> dict[int, int]:
+        """Per factored axis, the rank the integrator's truncation at `tau` keeps of the layer's
+        weight as it is (`rank_init: tau`)."""
+        shape, axes, cap = self.layout(layer)
+        spectra = {a: weight_spectrum(layer, shape, a) for a in axes}
+        return truncation_ranks(spectra, self.cfg.tau, self.cfg.r_min, cap, {a: shape[a] for a in axes}, self.tie)
+
+    def layer_size(self, name: str, layer: nn.Module) -> int | None:
+        """With `rank_init: tau`, from the spectra of the real weights (None on the meta device,
+        and for the other starting ranks, which a budget does not use)."""
+        if self.rank_init_spec() != "tau" or layer.weight.is_meta:
+            return None
+        if isinstance(layer, nn.Conv2d) and layer.groups != 1:
+            return layer.weight.numel()  # left dense
+        shape, _, _ = self.layout(layer)
+        return tucker_params(shape, self.tau_ranks(layer))
 
     def layer_caps(self, layer: nn.Module) -> tuple[int, int] | None:
         """A layer's own (truncation cap, augmentation cap), where they differ from r_max for every
