@@ -208,7 +208,7 @@ CATALOGUE = [
     case("method=tucker_adaptive", "method.adaptive_modes=[bogus]", message="method.adaptive_modes must be distinct "
                                                                             "names among out, in, kh, kw"),
     case("method=tucker_adaptive", "method.rank_init=0", message="method.rank_init must be an integer >= 1, a "
-                                                                 "fraction in (0, 1] or cap; got 0"),
+                                                                 "fraction in (0, 1], cap or tau; got 0"),
     # dlrt
     case(*DLRT, "method.tau=0", message="method.tau must be in (0, 1)"),
     case(*DLRT, "method.rank_cap=third", message="method.rank_cap must be one of r_max, half; got 'third'"),
