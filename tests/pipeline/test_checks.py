@@ -168,6 +168,8 @@ CATALOGUE = [
     case("method.energy=2", message="method.energy must be in (0, 1] or null, got 2.0"),
     case("method.energy=0", message="method.energy must be in (0, 1] or null, got 0.0"),
     case("method.rank=null", message="method.rank or method.energy must be set (rank >= 1 or energy in (0, 1])"),
+    case("method.energy=1.0", message="method.energy=1.0 keeps every singular value, so every layer stays dense and "
+                                      "the run would compress nothing; allowed: an energy in (0, 1)"),
     # svd_truncation
     case("method=svd_truncation", "method.cut=diag", message="method.cut must be one of out, in, kh, kw, out_in, "
                                                              "out_kh, out_kw; got 'diag'"),
@@ -175,6 +177,9 @@ CATALOGUE = [
                                                                   "got 1.5"),
     case("method=svd_truncation", "method.norm_loss=-0.1", message="method.norm_loss must be in [0, 1) or null"),
     case("method=svd_truncation", "method.rank=0", message="method.rank must be >= 1 or null, got 0"),
+    case("method=svd_truncation", "method.rank=1000", message="method.rank=1000 is at least every selected layer's "
+                                                              "full rank (cut out: features.0 6, features.3 16), so the "
+                                                              "run would truncate nothing"),
     case("method=svd_truncation", "method.rel_error=1.0", message="method.rel_error must be in [0, 1) or null, "
                                                                   "got 1.0"),
     case("method=svd_truncation", "method.rank=3", "method.rel_error=0.1",

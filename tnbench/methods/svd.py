@@ -53,9 +53,13 @@ class SVDFactorization(Method):
 
     def check_model(self, model: nn.Module) -> None:
         """A fixed rank that leaves every selected layer dense (no saving at that rank) is a run
-        that compresses nothing. A rank above a layer's full rank is capped to it."""
+        that compresses nothing, and so is energy 1. A rank above a layer's full rank is capped to it."""
         super().check_model(model)
         rank = self.cfg.rank
+        if self.cfg.energy is not None and self.cfg.energy >= 1 and self.cfg.skip_if_larger:
+            raise ConfigError(f"method.energy={self.cfg.energy} keeps every singular value, so every layer stays "
+                              "dense and the run would compress nothing; allowed: an energy in (0, 1), or "
+                              "method.skip_if_larger=false to factorize at full rank")
         if self.cfg.energy is not None or not self.cfg.skip_if_larger:
             return
         shapes = {name: (layer.weight.shape[0], layer.weight[0].numel()) for name, layer in self.selected_layers(model)

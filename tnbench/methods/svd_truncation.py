@@ -36,7 +36,7 @@ from torch import nn
 from tnbench.config import MethodConfig, one_of, ranged
 from tnbench.errors import ConfigError
 from tnbench.functional.approximation import rank_for_norm_loss, rank_for_rel_error, truncation_losses
-from tnbench.functional.bipartition import CUTS, factorized_params, fold, spectrum, unfold
+from tnbench.functional.bipartition import CUTS, factorized_params, fold, matrix_shape, spectrum, unfold
 from tnbench.functional.lowrank import split_factors, svd
 from tnbench.layers import LowRankLinear
 from tnbench.layers.bipartition import factorizable, factorize_conv
@@ -108,6 +108,19 @@ class SVDTruncation(Method):
 
     def selected_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         return select_conv_layers(model, self.cfg.layers, self.cfg.include_linear)
+
+    def check_model(self, model: nn.Module) -> None:
+        """A fixed rank at or above every selected layer's full rank truncates nothing."""
+        super().check_model(model)
+        if self.cfg.rank is None:
+            return
+        full = {name: min(matrix_shape(tuple(layer.weight.shape), self.cfg.cut if isinstance(layer, nn.Conv2d)
+                                       else "out")) for name, layer in self.selected_layers(model)}
+        if full and all(self.cfg.rank >= r for r in full.values()):
+            ranks = ", ".join(f"{name} {r}" for name, r in full.items())
+            raise ConfigError(f"method.rank={self.cfg.rank} is at least every selected layer's full rank "
+                              f"(cut {self.cfg.cut}: {ranks}), so the run would truncate nothing; allowed: "
+                              f"a rank below one of them")
 
     def layer_size(self, name: str, layer: nn.Module) -> int | None:
         """From the singular values of the real weights (None on the meta device)."""
