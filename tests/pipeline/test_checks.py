@@ -145,6 +145,12 @@ CATALOGUE = [
     case("dataset.train_subset=-5", message="dataset.train_subset must be >= 0 or null, got -5"),
     case("dataset.test_subset=-1", message="dataset.test_subset must be >= 0 or null, got -1"),
     case("dataset.val_split=-1", message="dataset.val_split must be >= 0 or null, got -1"),
+    case("dataset.val_split=60000", message="dataset.val_split must be in [1, 59999] (training examples: 60000), "
+                                            "got 60000"),
+    case("dataset.train_subset=1000", "dataset.val_split=1000",
+         message="dataset.val_split must be in [1, 999] (training examples: 1000), got 1000"),
+    case(*SYN, "dataset.train_size=100", "dataset.val_split=200",
+         message="dataset.val_split must be in [1, 99] (training examples: 100), got 200"),
     case(*SYN, "dataset.train_size=0", message="dataset.train_size must be >= 1, got 0"),
     case(*SYN, "dataset.test_size=0", message="dataset.test_size must be >= 1, got 0"),
     case(*SYN, "dataset.channels=0", message="dataset.channels must be >= 1, got 0"),

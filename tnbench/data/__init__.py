@@ -30,16 +30,18 @@ DATASETS: Registry[DatasetBuilder] = Registry("dataset", "tnbench.data.sets", en
                                               kind="a dataset builder (a callable returning TensorData)")
 
 
-def dataset(name: str, config_class: type = DatasetConfig,
-            geometry: Optional[tuple[int, int, int]] = None) -> Callable[[DatasetBuilder], DatasetBuilder]:
+def dataset(name: str, config_class: type = DatasetConfig, geometry: Optional[tuple[int, int, int]] = None,
+            train_examples: Optional[int] = None) -> Callable[[DatasetBuilder], DatasetBuilder]:
     """Register a builder under `name`; options of `config_class` beyond DatasetConfig's are
     passed to it as keyword arguments. `geometry` is (channels, image size, classes), for the
     up-front check to build the model without loading the data; a dataset whose geometry is
-    an option has the options `channels`, `image_size`, `num_classes` instead."""
+    an option has the options `channels`, `image_size`, `num_classes` instead. Likewise
+    `train_examples` (the size of its training split) or the option `train_size`."""
 
     def add(builder: DatasetBuilder) -> DatasetBuilder:
         builder.config_class = config_class  # type: ignore[attr-defined]
         builder.geometry = geometry  # type: ignore[attr-defined]
+        builder.train_examples = train_examples  # type: ignore[attr-defined]
         return DATASETS.register(name)(builder)
 
     return add
@@ -51,6 +53,14 @@ def geometry(section: Any) -> Optional[tuple[int, int, int]]:
     if all(k in section for k in ("channels", "image_size", "num_classes")):
         return int(section.channels), int(section.image_size), int(section.num_classes)
     return getattr(DATASETS.resolve(section), "geometry", None)
+
+
+def train_examples(section: Any) -> Optional[int]:
+    """Training examples the run would have before `val_split` (after `train_subset`), known
+    without loading the data; None if the dataset does not say."""
+    n = section.get("train_size") or getattr(DATASETS.resolve(section), "train_examples", None)
+    subset = section.get("train_subset")
+    return None if n is None else min(int(n), int(subset)) if subset else int(n)
 
 
 def config_class(section: Any) -> type:

@@ -81,6 +81,7 @@ class Checker:
             from tnbench.methods import build_method
 
             build_method(cfg.method)
+        self.check_data(cfg)
         self.check_model(cfg)
         if self.machine:
             self.check_machine(cfg)
@@ -96,6 +97,14 @@ class Checker:
             return
         with open_dict(cfg):
             cfg.dataset, cfg.model, cfg.method = self._typed[key]
+
+    def check_data(self, cfg: DictConfig) -> None:
+        """A validation split must leave training examples (the count is known without loading)."""
+        from tnbench.data import train_examples
+
+        n, val = train_examples(cfg.dataset), cfg.dataset.get("val_split")
+        if val and n is not None and val >= n:
+            raise ConfigError(f"dataset.val_split must be in [1, {n - 1}] (training examples: {n}), got {val}")
 
     def check_model(self, cfg: DictConfig) -> None:
         """Build the model on the meta device and let the method check its settings against it."""

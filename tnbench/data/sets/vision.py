@@ -186,7 +186,7 @@ def _check_split(name: str, where: str, split: str, x: torch.Tensor, y: torch.Te
                         f"expected 0..{num_classes - 1}")
 
 
-@dataset("mnist", geometry=(1, 28, 10))
+@dataset("mnist", geometry=(1, 28, 10), train_examples=60000)
 def _load_mnist(data_dir: str, download: bool, seed: int = 0, **options) -> TensorData:
     from torchvision.datasets import MNIST
 
@@ -228,7 +228,7 @@ def _gunzip_into(src_dir: str, dst_dir: str, names: Sequence[str]) -> None:
                 os.remove(tmp)
 
 
-@dataset("fashion_mnist", geometry=(1, 28, 10))
+@dataset("fashion_mnist", geometry=(1, 28, 10), train_examples=60000)
 def _load_fashion_mnist(
     data_dir: str,
     download: bool,
@@ -248,7 +248,7 @@ def _load_fashion_mnist(
     )
 
 
-@dataset("cifar10", geometry=(3, 32, 10))
+@dataset("cifar10", geometry=(3, 32, 10), train_examples=50000)
 def _load_cifar10(data_dir: str, download: bool, seed: int = 0, **options) -> TensorData:
     from torchvision.datasets import CIFAR10
 
@@ -257,7 +257,7 @@ def _load_cifar10(data_dir: str, download: bool, seed: int = 0, **options) -> Te
     return _from_torchvision(CIFAR10, "cifar10", data_dir, download, where, 10, CIFAR10_MEAN, CIFAR10_STD, True)
 
 
-@dataset("cifar100", geometry=(3, 32, 100))
+@dataset("cifar100", geometry=(3, 32, 100), train_examples=50000)
 def _load_cifar100(data_dir: str, download: bool, seed: int = 0, **options) -> TensorData:
     from torchvision.datasets import CIFAR100
 
