@@ -65,7 +65,7 @@ report: install
 	$(BIN)/python -m tnbench.report --runs results/runs --out results/report
 
 bench: install data
-	$(BIN)/python -m pytest -q -m bench tests/bench -p no:cacheprovider -o addopts=""
+	$(BIN)/python -m pytest -q -m bench tests -p no:cacheprovider -o addopts=""
 
 results: install
 	$(BIN)/python -m tnbench.results results/runs --csv results/tables/runs.csv --markdown results/tables/runs.md
