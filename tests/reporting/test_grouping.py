@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 
 import pandas as pd
 import pytest
@@ -90,3 +91,25 @@ def test_runs_csv_carries_subset_epochs_and_budget(tmp_path):
     assert len(rep["summary"]) == 2
     page = rep["html"].read_text()
     assert "train subset" in page and "88.00" in page
+
+
+def test_a_size_that_moved_in_retraining_is_reported_at_both_ends(tmp_path):
+    """A rank-adaptive run asked for 4x is compressed to 4x and retrained to 27x: the summary and the
+    page carry both ratios (budget_reached is the retrained one), the figure's hollow point sits at
+    4x; a run whose size did not move shows no extra column."""
+    from tnbench.reporting.tradeoff import compressed_ratio
+
+    adaptive = rec(0, 40.0, method="dlrt", compression_ratio=27.0, budget_kind="ratio", budget_asked=4.0,
+                   budget_reached=27.0, compression_at_compress={"compression_ratio": 4.02, "budget_reached": 4.02})
+    adaptive["config"]["method"] = {"name": "dlrt", "tau": 0.1, "layers": "all_but_first_last"}
+    for i, r in enumerate([adaptive, rec(1)]):
+        write_record(tmp_path / "runs" / f"r{i}", r)
+    rep = build_report(tmp_path / "runs", tmp_path / "out", tmp_path / "no-ref", tmp_path / "no-bench")
+    s = rep["summary"].set_index("method")
+    assert s.loc["dlrt", "compression_ratio_compressed"] == 4.02 and s.loc["dlrt", "budget_reached"] == 27.0
+    assert s.loc["svd", "compression_ratio_compressed"] == s.loc["svd", "compression_ratio"] == 4.0
+    assert compressed_ratio(rep["summary"]).tolist() == [4.02, 4.0]
+    assert "ratio compressed" in rep["html"].read_text()
+    shutil.rmtree(tmp_path / "runs" / "r0")
+    rep = build_report(tmp_path / "runs", tmp_path / "out2", tmp_path / "no-ref", tmp_path / "no-bench")
+    assert "ratio compressed" not in rep["html"].read_text()

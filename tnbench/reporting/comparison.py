@@ -80,6 +80,11 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         "paper": [r.get("paper") for r in records],
         "experiment": [r.get("experiment") for r in records],
         "compression_ratio_layers": [r.get("compression_ratio_layers") for r in records],
+        # right after compression: where the ranks moved in retraining (dlrt, tucker_adaptive), the
+        # compressed model's, not the retrained one's
+        "compression_ratio_compressed": [(r.get("compression_at_compress") or {}).get("compression_ratio",
+                                                                                    r.get("compression_ratio"))
+                                         for r in records],
         "params_paper": [r.get("params_paper") for r in records],
         "weights_dense": [r.get("weights_dense") for r in records],
         "count_rule": [r.get("count_rule") for r in records],
@@ -96,7 +101,7 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     })
     df = pd.concat([df.reset_index(drop=True), extra], axis=1)
     numeric = [c for c in df.columns if c in BY_NAME and BY_NAME[c].kind in ("int", "float")]
-    for c in numeric + ["compression_ratio_layers", "params_paper", "weights_dense", "config_pretrain_epochs",
+    for c in numeric + ["compression_ratio_layers", "compression_ratio_compressed", "params_paper", "weights_dense", "config_pretrain_epochs",
                         "config_retrain_epochs", "train_subset", "test_subset", "time_total_s",
                         "config_recovery_tolerance"]:
         df[c] = pd.to_numeric(df[c], errors="coerce")

@@ -111,7 +111,8 @@ def seed_stats(values: pd.Series) -> dict[str, Any]:
 
 GROUP_HEAD = ["dataset", "model", "method"]
 SUMMARY_TAIL = ["setting", "knob", "seeds", "acc_pretrain", "acc_compressed", "acc_compressed_std",
-                "acc_retrained", "acc_retrained_std", "acc_retrained_ci95", "compression_ratio", "budget_reached",
+                "acc_retrained", "acc_retrained_std", "acc_retrained_ci95", "compression_ratio_compressed",
+                "compression_ratio", "budget_reached",
                 "recovered", "recovery_epochs", "flops_ratio", "time_total_s"]
 
 
@@ -135,6 +136,8 @@ def summarize(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             "knob": ", ".join(knobs), "seeds": acc["n"], "acc_pretrain": g["acc_pretrain"].mean(),
             "acc_compressed": comp["mean"], "acc_compressed_std": comp["std"],
             "acc_retrained": acc["mean"], "acc_retrained_std": acc["std"], "acc_retrained_ci95": acc["ci95"],
+            "compression_ratio_compressed": pd.to_numeric(g.get("compression_ratio_compressed",
+                                                                g["compression_ratio"]), errors="coerce").mean(),
             "compression_ratio": g["compression_ratio"].mean(),
             "budget_reached": pd.to_numeric(g.get("budget_reached"), errors="coerce").mean(),
             "recovered": f"{int(rec.notna().sum())}/{len(g)}",

@@ -55,9 +55,11 @@ HEADERS = {
     "config_retrain_epochs": "retrain ep", "knob": "knob (budget)", "seeds": "n", "setting": "setting",
     "acc_retrained_ci95": "95% CI", "recovered": "recovered", "flops_ratio": "FLOPs ratio",
     "time_total_s": "time (s)", "acc_retrained_std": "std", "acc_compressed_std": "std",
+    "compression_ratio_compressed": "ratio compressed",
 }
 DIGITS = {"acc_retrained_ci95": 2, "acc_retrained_std": 2, "acc_compressed_std": 2, "flops_ratio": 2,
-          "time_total_s": 0, "budget_reached": 2, "compression_ratio": 2, "recovery_epochs": 1}
+          "time_total_s": 0, "budget_reached": 2, "compression_ratio": 2, "compression_ratio_compressed": 2,
+          "recovery_epochs": 1}
 MAX_TEXT = 36  # longer text is shortened in the page; the whole of it shows on hover
 
 
@@ -127,6 +129,9 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
     view["acc_retrained_ci95"] = [f"\u00b1{v:.2f}" if pd.notna(v) else "-" for v in summary["acc_retrained_ci95"]]
     drop = ["acc_retrained_std", "acc_compressed_std"] + [c for c in ("knob", "budget_reached", "setting")
                                                           if (view[c].astype(str).isin(["", "nan", "None"])).all()]
+    if np.allclose(summary["compression_ratio_compressed"].to_numpy(float), summary["compression_ratio"].to_numpy(float),
+                   equal_nan=True):
+        drop.append("compression_ratio_compressed")  # no method's size moved in retraining
     return view.drop(columns=drop)
 
 

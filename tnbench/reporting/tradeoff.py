@@ -86,7 +86,9 @@ def panels(table: pd.DataFrame, keys: list[str]) -> list[tuple[tuple[str, str, s
 def accuracy_vs_ratio(summary: pd.DataFrame, keys: list[str], published: pd.DataFrame, out_dir: Path) -> list[Figure]:
     """Accuracy after retraining (filled, error bars: std over seeds) and right after compression
     (hollow) against the whole-model compression ratio; the dense accuracy as a line; each
-    method's Pareto front as a line with its points named; published points in black."""
+    method's Pareto front as a line with its points named; published points in black. Where the
+    size moved in retraining (rank-adaptive methods), the hollow point sits at the ratio right after
+    compression, joined to its retrained point by a dotted line."""
     section = "Accuracy vs compression"
     rows = summary.dropna(subset=["compression_ratio", "acc_retrained"]) if not summary.empty else summary
     if rows.empty:
@@ -103,8 +105,11 @@ def accuracy_vs_ratio(summary: pd.DataFrame, keys: list[str], published: pd.Data
             n = int(g["seeds"].max())
             ax.errorbar(x, y, yerr=err, fmt=marker, color=color, ms=6, capsize=3, lw=1,
                         label=f"{method} (n={n})" if n > 1 else method)
-            ax.scatter(g["compression_ratio"], g["acc_compressed"], marker=marker, s=30, facecolor="none",
-                       edgecolor=color, lw=1, alpha=0.8)
+            x0 = compressed_ratio(g)
+            ax.scatter(x0, g["acc_compressed"], marker=marker, s=30, facecolor="none", edgecolor=color, lw=1, alpha=0.8)
+            for a, b, ya, yb in zip(x0, x, g["acc_compressed"].to_numpy(float), y):
+                if not math.isclose(a, b, rel_tol=1e-6):
+                    ax.plot([a, b], [ya, yb], ls=":", color=color, lw=0.9, alpha=0.7)
             front = pareto(x, y)
             ax.plot(x[front], y[front], color=color, lw=1.3, alpha=0.9)
             for i in front:
@@ -121,7 +126,7 @@ def accuracy_vs_ratio(summary: pd.DataFrame, keys: list[str], published: pd.Data
                 ax.scatter(pp["compression_ratio"], pp["accuracy"], marker="*", s=60, color="black", zorder=5,
                            label="published")
         ax.scatter([], [], marker="o", facecolor="none", edgecolor="grey", label="right after compression")
-        xs = np.concatenate([comp["compression_ratio"].to_numpy(float), [1.0]])
+        xs = np.concatenate([comp["compression_ratio"].to_numpy(float), compressed_ratio(comp), [1.0]])
         ratio_axis(ax, xs)
         ax.set_xlabel("compression ratio (dense / compressed parameters, whole model)")
         ax.set_ylabel("test accuracy (%)")
@@ -131,6 +136,12 @@ def accuracy_vs_ratio(summary: pd.DataFrame, keys: list[str], published: pd.Data
         title = f"{model} / {dataset}" + (f" ({fixed})" if fixed else "")
         figures.append(Figure(section, title, save_both(fig, out_dir, stem)))
     return figures
+
+
+def compressed_ratio(rows: pd.DataFrame) -> np.ndarray:
+    """The ratio right after compression (the retrained one where a summary has no such column)."""
+    col = rows["compression_ratio_compressed"] if "compression_ratio_compressed" in rows else rows["compression_ratio"]
+    return pd.to_numeric(col, errors="coerce").fillna(rows["compression_ratio"]).to_numpy(float)
 
 
 def retraining_curves(runs: pd.DataFrame, records: list[dict[str, Any]], keys: list[str], out_dir: Path,
