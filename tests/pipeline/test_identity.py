@@ -6,11 +6,11 @@ import copy
 from typing import Any
 
 import pytest
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from tests.conftest import PACKAGE, compose, run_in_process
 from tnbench.methods import METHODS
-from tnbench.pipeline.identity import NOT_PRETRAIN, NOT_RESULTS, pretrain_key, run_key
+from tnbench.pipeline.identity import ADDED, NOT_PRETRAIN, NOT_RESULTS, pretrain_key, run_key
 
 
 def leaves(node: Any, prefix: str = "") -> list[str]:
@@ -147,3 +147,28 @@ def test_readme_documents_every_listed_setting():
     missing = [k for listing in (NOT_RESULTS, NOT_PRETRAIN) for k in listing
                if f"`{k}`" not in section and f"`{k}.*`" not in section]
     assert not missing, f"README's Run identity paragraph does not list {missing}"
+
+
+# The default job's keys, pinned: a new option (or a changed default of the default job) renames
+# every run and cache entry unless it is listed in ADDED with the default that does what runs did
+# before it. Update these only with such a decision (and a KEY_VERSION bump where the rule changes).
+DEFAULT_RUN_KEY, DEFAULT_PRETRAIN_KEY = "9105157b0e", "dd3089f6ba6b388277b5"
+
+
+def test_the_default_jobs_keys_are_pinned():
+    cfg = compose([])
+    assert (run_key(cfg), pretrain_key(cfg)) == (DEFAULT_RUN_KEY, DEFAULT_PRETRAIN_KEY)
+
+
+@pytest.mark.parametrize("dotted", sorted(ADDED))
+def test_an_added_option_at_its_default_keeps_the_keys_it_had_before_it_existed(dotted):
+    default = ADDED[dotted][0]
+    cfg = compose([])
+    assert OmegaConf.select(cfg, dotted) == default  # the listed default is the schema's
+    before = OmegaConf.create(OmegaConf.to_container(cfg))  # as it was before the option was added
+    *parents, leaf = dotted.split(".")
+    with open_dict(before):
+        del OmegaConf.select(before, ".".join(parents))[leaf]
+    assert (run_key(before), pretrain_key(before)) == (run_key(cfg), pretrain_key(cfg))
+    other = compose([f"{dotted}={changed(default)}"])
+    assert run_key(other) != run_key(cfg) and pretrain_key(other) != pretrain_key(cfg)

@@ -113,3 +113,15 @@ def test_a_size_that_moved_in_retraining_is_reported_at_both_ends(tmp_path):
     shutil.rmtree(tmp_path / "runs" / "r0")
     rep = build_report(tmp_path / "runs", tmp_path / "out2", tmp_path / "no-ref", tmp_path / "no-bench")
     assert "ratio compressed" not in rep["html"].read_text()
+
+
+def test_a_record_older_than_an_option_counts_as_its_default():
+    """A record written before `pipeline.bn_recalibration` existed pools with records at its
+    default (false) and stays apart from records with it on (tnbench.pipeline.identity.ADDED)."""
+    old, same, other = rec(0, 88.0), rec(1, 86.0), rec(2, 60.0)
+    same["config"]["pipeline"]["bn_recalibration"] = False
+    other["config"]["pipeline"]["bn_recalibration"] = True
+    summary, keys, _ = frames([old, same, other])
+    assert keys == ["pipeline.bn_recalibration"]
+    assert sorted(summary["seeds"]) == [1, 2]
+    assert summary[summary["pipeline.bn_recalibration"] == False]["acc_retrained"].tolist() == [87.0]  # noqa: E712

@@ -9,7 +9,11 @@ leaf of the config and fails on one that changes no key without being listed):
 - `NOT_PRETRAIN`: left out of the pretrain-cache key as well (what only acts after the dense
   model exists: the method, retraining);
 - the method's own list (`Method.ignored`): options its section carries but it does not read
-  (`method=none` has the shared `rank`) or that only trade speed or memory.
+  (`method=none` has the shared `rank`) or that only trade speed or memory;
+- `ADDED`: options added after the key's version whose default does what every run did before
+  them; at that default they are left out, so adding an option keeps every earlier run and
+  cache entry its name (at another value they are hashed like any setting). The report reads a
+  record written before the option existed as having that default (`with_added_defaults`).
 
 `run_key` is registered as the OmegaConf resolver `tnbench_key`, used by conf/config.yaml's
 `run_id`. This module imports no torch at module level; the key needs the method's and the
@@ -52,6 +56,10 @@ NOT_PRETRAIN: dict[str, str] = {
     "budget": "the budget sets the method's size knob, after pretraining",
 }
 
+ADDED: dict[str, tuple[Any, str]] = {
+    "pipeline.bn_recalibration": (False, "evaluation with the running BatchNorm averages, as before the option"),
+}
+
 HIDDEN = ("hydra",)  # Hydra's own section, present while composing
 
 
@@ -92,13 +100,28 @@ def method_ignores(section: dict[str, Any]) -> set[str]:
         return set()
 
 
-def _drop(tree: dict[str, Any], dotted: str) -> None:
+def _drop(tree: dict[str, Any], dotted: str, only_if: Any = ...) -> None:
+    """Remove a dotted leaf (only where it equals `only_if`, when given)."""
     *parents, leaf = dotted.split(".")
     for p in parents:
         tree = tree.get(p)
         if not isinstance(tree, dict):
             return
-    tree.pop(leaf, None)
+    if leaf in tree and (only_if is ... or tree[leaf] == only_if):
+        del tree[leaf]
+
+
+def with_added_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config with every `ADDED` option it predates set to that option's default."""
+    out = json.loads(json.dumps(config, default=str))
+    for dotted, (default, _) in ADDED.items():
+        *parents, leaf = dotted.split(".")
+        tree = out
+        for p in parents:
+            tree = tree.get(p) if isinstance(tree, dict) else None
+        if isinstance(tree, dict):
+            tree.setdefault(leaf, default)
+    return out
 
 
 def identity(cfg: DictConfig, leave_out: tuple[dict[str, str], ...] = (NOT_RESULTS,)) -> dict[str, Any]:
@@ -120,6 +143,8 @@ def identity(cfg: DictConfig, leave_out: tuple[dict[str, str], ...] = (NOT_RESUL
             plain["method"].pop(option, None)
     for dotted in sorted(drop):
         _drop(plain, dotted)
+    for dotted, (default, _) in ADDED.items():
+        _drop(plain, dotted, only_if=default)
     return plain
 
 

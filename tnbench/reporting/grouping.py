@@ -4,7 +4,8 @@ Every config value of a record (flattened to dotted keys: `dataset.train_subset`
 `pipeline.retrain_epochs`, `budget.ratio`, `method.rank`, ...) that differs between the runs of
 a report splits them, except the seed and what cannot change a number (the run key's own list,
 `tnbench.pipeline.identity.NOT_RESULTS`: paths, loggers, displays). The differing keys outside
-`method.*` become columns; the method's options that differ between runs of that method become
+`method.*` become columns (an option added after a record was written counts there as its
+old-behaviour default, `tnbench.pipeline.identity.ADDED`); the method's options that differ between runs of that method become
 its `setting` (the option a budget searched is left out: it is an outcome, shown as `knob`).
 Seeds are aggregated as mean, standard deviation and count, with a 95% confidence interval of
 the mean (Student's t) where there are 3 or more.
@@ -18,6 +19,13 @@ import numpy as np
 import pandas as pd
 
 SKIPPED = ("seed", "run_id", "experiment_name", "hydra")
+
+
+def _config(rec: dict[str, Any]) -> dict[str, Any]:
+    """The record's config, options added since it was written at their old-behaviour default."""
+    from tnbench.pipeline.identity import with_added_defaults
+
+    return with_added_defaults(rec.get("config") or {})
 
 
 def _ignored() -> tuple[str, ...]:
@@ -38,7 +46,7 @@ def config_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     ignored = _ignored()
     rows = []
     for rec in records:
-        flat = pd.json_normalize(rec.get("config") or {}, sep=".").to_dict("records")
+        flat = pd.json_normalize(_config(rec), sep=".").to_dict("records")
         row = {k: _plain(v) for k, v in (flat[0] if flat else {}).items()
                if not any(k == p or k.startswith(p + ".") for p in ignored)}
         rows.append(row)
