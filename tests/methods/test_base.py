@@ -91,7 +91,10 @@ SIZE_CASES = [("svd", {"rank": 3}), ("svd", {"rank": 40}), ("tucker", {"ranks": 
               ("adqc", {"depth": 5, "fit_steps": 1}), ("svd_truncation", {"norm_loss": 0.2, "include_linear": True}),
               ("svd_truncation", {"norm_loss": 0.05, "cut": "out_kh"}), ("dlrt", {"rank_init": "tau", "tau": 0.4}),
               ("dlrt", {"rank_init": "tau", "tau": 0.02, "rank_cap": "half"}),
-              ("tucker_adaptive", {"rank_init": "tau", "tau": 0.3, "adaptive_modes": ["out", "in", "kh"]})]
+              ("tucker_adaptive", {"rank_init": "tau", "tau": 0.3, "adaptive_modes": ["out", "in", "kh"]}),
+              ("dlrt", {"rank_init": "cap", "rank_cap": 0.07}), ("dlrt", {"rank_init": 0.5, "rank_cap": 0.3}),
+              ("tucker_adaptive", {"rank_init": "cap", "rank_cap": 0.05}),
+              ("tucker_adaptive", {"rank_init": 12, "rank_cap": "half", "adaptive_modes": ["out", "in", "kh"]})]
 
 
 @pytest.mark.parametrize("name,options", SIZE_CASES)

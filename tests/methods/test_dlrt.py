@@ -71,7 +71,8 @@ def test_official_settings_start_at_half_the_smaller_side_from_random_orthonorma
     reports = method.compress(model)
     assert [r.ranks for r in reports] == [[10], [25], [250]]  # floor(min(20, 25)/2), floor(50/2), floor(500/2)
     # the integrator truncates to the cap and augments to twice it (the official buffers)
-    assert method.caps == {"features.0": (10, 20), "features.3": (25, 50), "classifier.0": (250, 500)}
+    assert method.caps == {name: ({0: cap, 1: cap}, {0: 2 * cap, 1: 2 * cap})
+                           for name, cap in [("features.0", 10), ("features.3", 25), ("classifier.0", 250)]}
     assert method.callbacks()[0].caps == method.caps
     for _, layer in method.layers:
         for mode in layer.modes:
@@ -80,7 +81,7 @@ def test_official_settings_start_at_half_the_smaller_side_from_random_orthonorma
         s = layer.core.detach()
         d = torch.diagonal(s)
         assert torch.equal(s, torch.diag(d)) and torch.equal(d, d.sort(descending=True).values)
-    with raises_one_line("method.rank_cap must be one of r_max, half"):
+    with raises_one_line(r"method.rank_cap must be one of r_max, half or a fraction in \(0, 1\]"):
         build_method(method_cfg("dlrt", rank_cap="third"))
     with raises_one_line("method.init must be one of decompose, random"):
         build_method(method_cfg("dlrt", init="hosvd"))
@@ -97,36 +98,73 @@ def test_tau_start_keeps_the_ranks_the_integrators_truncation_keeps_of_each_weig
                                          rank_cap=rank_cap))
         net = build_model("lenet5_dlrt", in_channels=1, image_size=28, num_classes=10)
         net.load_state_dict(model.state_dict())
+        caps = {n: method.rank_caps(net.get_submodule(n))[0] for n in LENET_LAYERS}
+        assert caps == ({"features.0": 20, "features.3": 50, "classifier.0": 400} if rank_cap == "r_max"
+                        else {"features.0": 10, "features.3": 25, "classifier.0": 250})
         hint = method.size_hint(net)
         reports = method.compress(net)
         assert hint == sum(p.numel() for p in net.parameters())
         for r in reports:
             w = weights[r.name].reshape(weights[r.name].shape[0], -1)
-            cap = method.cap(*w.shape)
-            bases, _ = truncation_bases(w, [0, 1], tau, 2, cap, dict(enumerate(w.shape)), tie=True)
+            bases, _ = truncation_bases(w, [0, 1], tau, 2, caps[r.name], dict(enumerate(w.shape)), tie=True)
             assert r.ranks == [bases[0].shape[1]], (rank_cap, r.name)
         if rank_cap == "half":  # the cap binds on the small, hard-to-truncate layers at tau 0.05
-            assert any(r.ranks[0] == method.cap(r.shape[0], math.prod(r.shape[1:])) for r in reports)
+            assert any(r.ranks[0] == caps[r.name] for r in reports)
 
 
-def test_budget_with_random_factors_is_a_one_line_error_before_any_work():
+def test_budget_by_tau_with_random_factors_is_refused_up_front_by_the_cap_it_is_not():
+    """The official settings (random factors, start at the cap) take a budget on the cap, the
+    default knob; a tau budget sizes from the weights' spectra, which random factors ignore."""
     from tests.conftest import compose
     from tnbench.pipeline.checks import check
 
-    with raises_one_line(r"method.init=random .*allowed: method.init=decompose"):
-        check(compose(["dataset=synthetic", "model=lenet5_dlrt", "method=dlrt_official", "budget.ratio=4"]))
+    base = ["dataset=synthetic", "model=lenet5_dlrt", "method=dlrt_official", "budget.ratio=4"]
+    check(compose(base))
+    with raises_one_line(r"method.init=random .*allowed: method.init=decompose, or method.budget_knob=rank_cap"):
+        check(compose([*base, "method.budget_knob=tau"]))
+    with raises_one_line(r"method.budget_knob must be one of rank_cap, tau"):
+        check(compose([*base, "method.budget_knob=rank"]))
 
 
-def test_budget_lands_the_compressed_model_and_records_reached_after_retraining(tmp_path):
-    """budget.ratio=4 and 8 choose tau so that the model as compressed is within 5% of the asked
-    ratio (a fixed rank_init of 50 would give the same size for both); the record then carries
-    the asked ratio, the chosen tau, the ratio right after compression and, as budget_reached,
-    the ratio of the retrained model, whose ranks moved."""
+def test_budget_caps_the_ranks_so_the_retrained_model_stays_within_it(tmp_path):
+    """The default budget knob is the cap: budget.ratio=4 and 8 choose one fraction `rank_cap` of
+    every layer's smaller side, the layers start at that cap (rank_init=cap) and the integrator
+    truncates under it. At tau 1e-6 the truncation keeps what the augmentations add, so without the
+    cap the ranks grow (to 16/81/27 from 3/20/14 at 4x here, 1.04x); with it they never rise above
+    the start, and the retrained model's ratio is at least the asked one (within the tolerance)."""
     recs = {}
     for ratio in (4, 8):
         recs[ratio] = rec = run_in_process(tmp_path, "model=lenet5", "method=dlrt", f"budget.ratio={ratio}",
-                                           "logger=none", "dataset.train_size=512", "dataset.test_size=128",
-                                           name=f"r{ratio}")
+                                           "method.tau=1e-6", "logger=none", "dataset.train_size=512",
+                                           "dataset.test_size=128", name=f"r{ratio}")
+        assert rec["status"] == "ok", rec.get("error")
+        at_compress, start = rec["compression_at_compress"], rec["rank_history"][0]["ranks"]
+        assert rec["budget_asked"] == ratio and set(rec["budget_knob"]) == {"rank_cap"}
+        assert rec["budget_search"]["within"] and rec["budget_search"]["sets"] == {"rank_init": "cap"}
+        assert "rank_init=cap" in method_setting(rec) and f"rank_cap={rec['budget_knob']['rank_cap']}" in method_setting(rec)
+        assert at_compress["budget_reached"] == pytest.approx(ratio, rel=0.05) and at_compress["ranks"] == start
+        fraction = rec["budget_knob"]["rank_cap"]
+        for layer in rec["layers"]:  # every layer starts at its cap: the fraction of its smaller side
+            side = min(layer["shape"][0], math.prod(layer["shape"][1:]))
+            assert layer["extra"]["ranks_at_compress"] == [min(400, math.ceil(fraction * side))], layer["name"]
+        for entry in rec["rank_history"][1:]:
+            assert all(r <= s for name in start for r, s in zip(entry["ranks"][name], start[name])), entry
+        assert rec["ranks"] == start  # tau 1e-6 truncates nothing: the caps hold the ranks
+        assert rec["budget_reached"] == pytest.approx(rec["compression_ratio"])  # the retrained model
+        assert rec["budget_reached"] >= ratio * (1 - rec["budget_search"]["tolerance"])
+    assert recs[8]["budget_knob"]["rank_cap"] < recs[4]["budget_knob"]["rank_cap"]
+
+
+def test_budget_by_tau_lands_the_compressed_model_and_records_reached_after_retraining(tmp_path):
+    """With method.budget_knob=tau, budget.ratio=4 and 8 choose tau so that the model as compressed
+    is within 5% of the asked ratio (a fixed rank_init of 50 would give the same size for both);
+    the record then carries the asked ratio, the chosen tau, the ratio right after compression and,
+    as budget_reached, the ratio of the retrained model, whose ranks moved."""
+    recs = {}
+    for ratio in (4, 8):
+        recs[ratio] = rec = run_in_process(tmp_path, "model=lenet5", "method=dlrt", f"budget.ratio={ratio}",
+                                           "method.budget_knob=tau", "logger=none", "dataset.train_size=512",
+                                           "dataset.test_size=128", name=f"r{ratio}")
         assert rec["status"] == "ok", rec.get("error")
         at_compress = rec["compression_at_compress"]
         assert rec["budget_asked"] == ratio and set(rec["budget_knob"]) == {"tau"}

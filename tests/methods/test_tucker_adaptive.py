@@ -1,6 +1,8 @@
 """`method=tucker_adaptive` (TDLRT): settings, and the rank history a real pipeline run records."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -59,16 +61,43 @@ def test_tau_start_keeps_the_ranks_the_integrators_truncation_keeps_of_each_weig
     assert reports[-1].ranks == [40, 40]  # classifier.0 (500 x 800) hits r_max
 
 
-def test_budget_lands_the_compressed_model_and_records_reached_after_retraining(tmp_path):
-    """budget.ratio=4 and 8 choose tau so that the model as compressed is within 5% of the asked
-    ratio (a fixed rank_init of 50 would give the same size for both); the record carries the
-    asked ratio, the chosen tau, the ratio right after compression and, as budget_reached, the
-    retrained model's. 16x is out of reach on LeNet-5: r_min 7 floors every rank (8.13x at most)."""
+def test_budget_caps_every_mode_so_the_retrained_model_stays_within_it(tmp_path):
+    """The default budget knob is the cap: one fraction `rank_cap` of every factored mode's size,
+    where every mode starts (rank_init=cap) and under which the integrator truncates. A cap below
+    r_min (7) wins over the floor, so 16x is within reach. At tau 1e-6 the truncation keeps what
+    the augmentations add: only the caps keep the ranks from growing."""
+    recs = {}
+    for ratio in (4, 16):
+        recs[ratio] = rec = run_in_process(tmp_path, "model=lenet5", "method=tucker_adaptive", f"budget.ratio={ratio}",
+                                           "method.tau=1e-6", "method.adapt_every=1", "logger=none",
+                                           "dataset.train_size=512", "dataset.test_size=128", name=f"r{ratio}")
+        assert rec["status"] == "ok", rec.get("error")
+        at_compress, start = rec["compression_at_compress"], rec["rank_history"][0]["ranks"]
+        assert set(rec["budget_knob"]) == {"rank_cap"} and rec["budget_search"]["sets"] == {"rank_init": "cap"}
+        assert rec["budget_search"]["within"] and at_compress["budget_reached"] == pytest.approx(ratio, rel=0.05)
+        fraction = rec["budget_knob"]["rank_cap"]
+        for layer in rec["layers"]:  # out and in modes start at their caps
+            caps = [min(100, math.ceil(fraction * n)) for n in layer["shape"][:2]]
+            assert layer["extra"]["ranks_at_compress"] == caps == start[layer["name"]], layer["name"]
+        for entry in rec["rank_history"][1:]:
+            assert all(r <= s for name in start for r, s in zip(entry["ranks"][name], start[name])), entry
+        # the caps hold the out modes (without them: 16/27/15 from 2/9/6 at 4x here, 2.81x); an in mode
+        # may still fall, to at most the product of the other ranks (classifier.0's 28 under out 9)
+        assert all(rec["ranks"][name][0] == start[name][0] for name in start)
+        assert rec["budget_reached"] >= ratio * (1 - rec["budget_search"]["tolerance"])
+    assert min(min(r) for r in recs[16]["ranks"].values()) < 7  # under the r_min floor
+
+
+def test_budget_by_tau_lands_the_compressed_model_and_records_reached_after_retraining(tmp_path):
+    """With method.budget_knob=tau, budget.ratio=4 and 8 choose tau so that the model as compressed
+    is within 5% of the asked ratio (a fixed rank_init of 50 would give the same size for both);
+    the record carries the asked ratio, the chosen tau, the ratio right after compression and, as
+    budget_reached, the retrained model's. 16x is out of reach on LeNet-5: r_min 7 floors every rank (8.13x at most)."""
     recs = {}
     for ratio in (4, 8):
         recs[ratio] = rec = run_in_process(tmp_path, "model=lenet5", "method=tucker_adaptive", f"budget.ratio={ratio}",
-                                           "logger=none", "dataset.train_size=512", "dataset.test_size=128",
-                                           name=f"r{ratio}")
+                                           "method.budget_knob=tau", "logger=none", "dataset.train_size=512",
+                                           "dataset.test_size=128", name=f"r{ratio}")
         assert rec["status"] == "ok", rec.get("error")
         at_compress = rec["compression_at_compress"]
         assert rec["budget_asked"] == ratio and set(rec["budget_knob"]) == {"tau"}
@@ -82,5 +111,5 @@ def test_budget_lands_the_compressed_model_and_records_reached_after_retraining(
     assert recs[4]["budget_reached"] > recs[4]["compression_at_compress"]["budget_reached"]  # ranks fell to r_min
     with raises_one_line(r"budget.ratio=16 is out of reach for method=tucker_adaptive: its most compressing setting "
                          r"\(tau=0.999\) gives 8.13x; allowed: budget.ratio <= 8.13"):
-        run_in_process(tmp_path, "model=lenet5", "method=tucker_adaptive", "budget.ratio=16", "logger=none",
-                       "dataset.train_size=512", "dataset.test_size=128", name="r16")
+        run_in_process(tmp_path, "model=lenet5", "method=tucker_adaptive", "budget.ratio=16", "method.budget_knob=tau",
+                       "logger=none", "dataset.train_size=512", "dataset.test_size=128", name="r16")

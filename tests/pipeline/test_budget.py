@@ -19,12 +19,12 @@ GEOMETRY = {"lenet5": (1, 28, 10), "vgg16": (3, 32, 10)}
 # A method that compresses only convs (cp, svd_truncation by default) cannot shrink LeNet-5 (96% of
 # its parameters are Linear) below 1.04x, nor one that compresses only Linear layers (mpo, peps) VGG-16.
 OUT_OF_REACH = {("cp", "lenet5"), ("svd_truncation", "lenet5"), ("mpo", "vgg16"), ("peps", "vgg16")}
-# Methods whose size follows the weights' singular values (norm loss, the adaptive methods' tau):
-# sized on real (randomly initialised) weights.
-BY_VALUES = {"svd_truncation", "dlrt", "tucker_adaptive"}
-# tucker_adaptive's r_max 100 caps VGG-16's 256/512-channel modes: even the smallest tau compresses
-# it 7.55x, so 4x is missed, on the knob's granularity note (its r_min 7 also floors LeNet-5 at 8.13x).
-CAPPED = {("tucker_adaptive", "vgg16", 4): "tau=0.0001 gives 7.55x"}
+# Methods whose size follows the weights' singular values (norm loss): sized on real (randomly
+# initialised) weights. The rank-adaptive methods' default knob, their rank cap, sizes from shapes.
+BY_VALUES = {"svd_truncation"}
+# tucker_adaptive's r_max 100 caps VGG-16's 256/512-channel modes: even a cap of every full mode
+# compresses it 7.55x, so 4x is missed, on the knob's granularity note.
+CAPPED = {("tucker_adaptive", "vgg16", 4): "rank_cap=1 gives 7.55x"}
 
 
 def model_of(name: str, meta: bool) -> torch.nn.Module:
@@ -62,6 +62,22 @@ def test_budget_4x_and_8x_land_within_5_percent(method: str, model: str) -> None
             assert not found.within and CAPPED[method, model, ratio] in found.note, found.note
             continue
         assert found.within and found.reached == pytest.approx(ratio, rel=0.05), (found, found.note)
+
+
+@pytest.mark.parametrize("method", ["dlrt", "tucker_adaptive"])
+def test_rank_adaptive_budget_by_tau_lands_on_lenet5(method: str) -> None:
+    """`method.budget_knob=tau` searches the tolerance instead of the cap: sized from the real
+    weights' spectra (no size on the meta device), landing 4x and 8x within 5%."""
+    net = model_of("lenet5", meta=False)
+    section = method_cfg(method, budget_knob="tau")
+    knob = METHODS.get(method).knob_for(section)
+    assert (knob.option, knob.sets) == ("tau", (("rank_init", "tau"),))
+    assert sizer(OmegaConf.create({"method": section}), knob, model_of("lenet5", meta=True), "ratio", None,
+                 hint_only=True)(0.5) is None
+    for ratio in (4, 8):
+        found = search(knob, sizer(OmegaConf.create({"method": section}), knob, net, "ratio", None),
+                       Target("ratio", ratio, 0.05, count_params(net)), method)
+        assert found.within and found.reached == pytest.approx(ratio, rel=0.05), found
 
 
 def test_norm_loss_budget_reads_the_real_weights_and_leaves_them() -> None:
@@ -113,6 +129,9 @@ def test_bad_budgets_are_one_line_errors_before_any_work() -> None:
         (["model=lenet5", "method=cp", "budget.ratio=4"], r"budget.ratio=4 is out of reach for method=cp"),
         (["method=none", "budget.ratio=4"], r"method=none has no size knob, so budget.ratio cannot apply.*allowed: "),
         (["budget.params=10"], r"budget.params=10 is out of reach for method=svd: .*allowed: budget.params >= "),
+        # the rank cap sizes from shapes: rank 1 in every layer LeNet-5's dlrt compresses is 29x at most
+        (["model=lenet5", "method=dlrt", "budget.ratio=50"], r"budget.ratio=50 is out of reach for method=dlrt: its "
+         r"most compressing setting \(rank_cap=1e-06\) gives 29.\dx; allowed: budget.ratio <= 29.\d"),
     ]:
         with raises_one_line(match):
             check(compose([*base, *extra]))

@@ -222,7 +222,12 @@ CATALOGUE = [
                                                                  "fraction in (0, 1], cap or tau; got 0"),
     # dlrt
     case(*DLRT, "method.tau=0", message="method.tau must be in (0, 1)"),
-    case(*DLRT, "method.rank_cap=third", message="method.rank_cap must be one of r_max, half; got 'third'"),
+    case(*DLRT, "method.rank_cap=third", message="method.rank_cap must be one of r_max, half or a fraction in (0, 1] "
+                                                 "of each full rank; got 'third'"),
+    case("method=tucker_adaptive", "method.rank_cap=2", message="method.rank_cap must be one of r_max, half or a "
+                                                                "fraction in (0, 1] of each full rank; got 2"),
+    case("method=tucker_adaptive", "method.budget_knob=ranks", message="method.budget_knob must be one of rank_cap, "
+                                                                       "tau; got 'ranks'"),
     case(*DLRT, "method.init=zeros", message="method.init must be one of decompose, random; got 'zeros'"),
     case(*DLRT, "method.init_seed=-1", message="method.init_seed must be in [0, 4294967295], got -1"),
     case(*DLRT, "method.r_min=0", message="method.r_min must be >= 1, got 0"),

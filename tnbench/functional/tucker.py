@@ -167,14 +167,17 @@ def augment_basis(u: Tensor, direction: Tensor, columns: int) -> Tensor:
     return q[:, :columns].to(u.dtype).contiguous()
 
 
-def truncation_ranks(spectra: Mapping[int, Tensor], tau: float, r_min: int, r_max: int, sizes: Mapping[int, int],
-                     tie: bool = False, held: Mapping[int, int] | None = None) -> dict[int, int]:
+def truncation_ranks(spectra: Mapping[int, Tensor], tau: float, r_min: int, r_max: int | Mapping[int, int],
+                     sizes: Mapping[int, int], tie: bool = False,
+                     held: Mapping[int, int] | None = None) -> dict[int, int]:
     """The truncation rule's rank per axis, from each unfolding's spectrum: smallest j with
-    ||s[j:]|| <= tau ||s|| (`rank_for_tolerance`), clamped to [r_min, r_max] and the mode size
+    ||s[j:]|| <= tau ||s|| (`rank_for_tolerance`), clamped to [r_min, r_max] (`r_max` one cap for
+    every axis or one per axis; a cap below r_min wins, as in `clamp_rank`) and the mode size
     `sizes[a]`, and to `held[a]` (the columns there are to keep, where fewer than the mode size);
     with `tie` every axis keeps the smallest of them. The integrator's truncation
     (`truncation_bases`) and a budget's sizing of the pretrained weights both use it."""
-    ranks = {a: clamp_rank(rank_for_tolerance(s, tau), r_min, r_max, sizes[a]) for a, s in spectra.items()}
+    caps = r_max if isinstance(r_max, Mapping) else {a: r_max for a in spectra}
+    ranks = {a: clamp_rank(rank_for_tolerance(s, tau), r_min, caps[a], sizes[a]) for a, s in spectra.items()}
     if held is not None:
         ranks = {a: min(r, held[a]) for a, r in ranks.items()}
     if tie and ranks:
@@ -183,10 +186,11 @@ def truncation_ranks(spectra: Mapping[int, Tensor], tau: float, r_min: int, r_ma
     return ranks
 
 
-def truncation_bases(core: Tensor, axes: list[int], tau: float, r_min: int, r_max: int,
+def truncation_bases(core: Tensor, axes: list[int], tau: float, r_min: int, r_max: int | Mapping[int, int],
                      sizes: Mapping[int, int], tie: bool = False) -> tuple[dict[int, Tensor], dict[int, Tensor]]:
     """Per axis, the orthonormal P_a (r_a x new rank) that truncates the core's mode-a unfolding
-    by the tau rule (`truncation_ranks`), clamped to [r_min, r_max] and the mode size `sizes[a]`;
+    by the tau rule (`truncation_ranks`), clamped to [r_min, r_max] (one cap, or one per axis) and
+    the mode size `sizes[a]`;
     and the spectra. With `tie` every axis keeps the same rank (the matrix case W = U S V^T, whose
     two unfoldings share one spectrum). The truncated core is C x_a P_a^T, the factors U_a P_a."""
     c = core.detach().double()

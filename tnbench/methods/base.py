@@ -206,6 +206,12 @@ class Method:
     count_rule: str | None = None
     knob: Knob | None = None  # the size knob a budget searches (None: budgets do not apply)
 
+    @classmethod
+    def knob_for(cls, section: Any) -> Knob | None:
+        """The knob a budget searches for this method section (`knob`, unless an option of the
+        section picks another: the rank-adaptive methods' `budget_knob`)."""
+        return cls.knob
+
     # options of its section that cannot change its numbers: shared options it does not read
     # (`rank` for a method without one) and speed or memory settings. They are left out of the
     # run key (tnbench.pipeline.identity), so `-m method=none,svd method.rank=4,8` is 3 runs.
@@ -248,8 +254,9 @@ class Method:
         sizes = [self.layer_size(name, layer) for name, layer in layers]
         if not layers or any(s is None or s != layer.weight.numel() for s, (_, layer) in zip(sizes, layers)):
             return
-        knob = f"a smaller method.{self.knob.option}" if self.knob and self.knob.more_params else \
-            f"a larger method.{self.knob.option}" if self.knob else "other settings"
+        own = self.knob_for(self.cfg)
+        knob = f"a smaller method.{own.option}" if own and own.more_params else \
+            f"a larger method.{own.option}" if own else "other settings"
         raise ConfigError(f"method={self.cfg.name} with these settings leaves every selected layer dense "
                           f"({', '.join(n for n, _ in layers)}), so the run would compress nothing; allowed: "
                           f"{knob}, one that saves parameters in at least one layer")

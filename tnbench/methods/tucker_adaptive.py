@@ -4,9 +4,12 @@ Each selected Conv2d becomes a `TuckerConv2d` factored on the adaptive modes (de
 IN, kernel modes whole, as in the authors' later code), each Linear a `TuckerLinear` (its
 `out`/`in` modes); the rank of every factored mode is then adapted while training by the
 integrator in tnbench.methods.families.integrator. Defaults: tau 0.1, r_min 7, r_max 100, initial
-rank 50, truncation every 10 steps (papers.md section 2). Budgets (`budget.*`) search `tau`
-and start each factored mode at the rank the truncation rule at tau keeps of the weight's HOSVD
-(`rank_init: tau`, clamped to [r_min, r_max]; tnbench.methods.families.rank_adaptive).
+rank 50, truncation every 10 steps (papers.md section 2). Budgets (`budget.*`,
+tnbench.methods.families.rank_adaptive) search by default the cap `rank_cap`, one fraction of every
+factored mode's size (like method=tucker's `ranks`, at most r_max; a cap below r_min wins over
+the floor), and start every mode at it (`rank_init: cap`); tau stays 0.1, so the ranks adapt
+below the caps. With `budget_knob: tau` they search tau instead and start each mode at the rank
+the truncation rule at tau keeps of the weight's HOSVD (`rank_init: tau`).
 """
 from __future__ import annotations
 
@@ -47,16 +50,12 @@ class TuckerAdaptive(RankAdaptiveMethod):
         names = self.layer_modes(layer)
         return [m for m in self.modes if m in names] or list(names)
 
-    def layout(self, layer: nn.Module) -> tuple[tuple[int, ...], list[int], int]:
+    def layout(self, layer: nn.Module) -> tuple[tuple[int, ...], list[int]]:
         names = self.layer_modes(layer)
-        return tuple(layer.weight.shape), [names.index(m) for m in self.factored(layer)], self.cfg.r_max
+        return tuple(layer.weight.shape), [names.index(m) for m in self.factored(layer)]
 
     def factorize(self, layer: nn.Module) -> TuckerLayer:
-        shape, names, modes = layer.weight.shape, self.layer_modes(layer), self.factored(layer)
-        if self.rank_init_spec() == "tau":
-            by_axis = self.tau_ranks(layer)
-            ranks = {m: by_axis[names.index(m)] for m in modes}
-        else:
-            ranks = {m: self.start_rank(shape[names.index(m)]) for m in modes}
+        names, by_axis = self.layer_modes(layer), self.start_ranks(layer)
+        ranks = {m: by_axis[names.index(m)] for m in self.factored(layer)}
         cls = TuckerConv2d if isinstance(layer, nn.Conv2d) else TuckerLinear
         return cls.from_dense(layer, ranks, tuple(ranks))[0]

@@ -159,7 +159,7 @@ def knob_of(cfg: DictConfig) -> Any:
     """The method's knob; a one-line ConfigError if it has none."""
     from tnbench.methods import METHODS
 
-    knob = METHODS.resolve(cfg.method).knob
+    knob = METHODS.resolve(cfg.method).knob_for(cfg.method)
     if knob is None:
         with_knobs = [n for n in METHODS.names() if getattr(METHODS.get(n), "knob", None) is not None]
         raise ConfigError(f"method={cfg.method.name} has no size knob, so budget.{budget_kind(cfg.budget)} cannot apply "

@@ -118,7 +118,7 @@ FIELDS: tuple[Field, ...] = (
     _f("budget_reached", "float", "the same measure of the compressed model (after retraining where the method's "
        "size changes in it: dlrt, tucker_adaptive; the value right after compression is in "
        "compression_at_compress)", RUN, TABLE, header="reached", digits=3),
-    _f("budget_knob", "dict", "the knob value the budget's search chose, e.g. {rank: 5}, {tau: 0.3}", RUN),
+    _f("budget_knob", "dict", "the knob value the budget's search chose, e.g. {rank: 5}, {rank_cap: 0.07}, {tau: 0.3}", RUN),
     _f("budget_search", "dict", "the search: tolerance, within it or not (for the model as compressed), the "
        "relative miss, a note on the method's granularity when no setting lands within it, options set with the "
        "knob (sets), the settings tried and their sizes, seconds"),

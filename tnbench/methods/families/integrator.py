@@ -83,10 +83,11 @@ class RankAdaptiveIntegrator(L.Callback):
     def __init__(self, layers: list[tuple[str, TuckerLayer]], tau: float, r_min: int, r_max: int,
                  adapt_every: int, tie: bool = False, history: list[dict[str, Any]] | None = None,
                  loss_fn: Callable[[L.LightningModule, Any], Tensor] = cross_entropy_loss,
-                 caps: dict[str, tuple[int, int]] | None = None) -> None:
+                 caps: dict[str, tuple[dict[int, int], dict[int, int]]] | None = None) -> None:
         self.layers = layers
-        # per layer name, its own (truncation cap, augmentation cap) instead of r_max for both
-        # (DLRT's official code: half the smaller side, augmenting to twice that)
+        # per layer name and factored axis, its own (truncation cap, augmentation cap) instead of
+        # r_max for both (`method.rank_cap`: DLRT's official half of the smaller side, or a budget's
+        # fraction of each full rank, augmenting to twice the cap)
         self.caps = caps or {}
         self.tau, self.r_min, self.r_max, self.adapt_every, self.tie = tau, r_min, r_max, adapt_every, tie
         self.history = history if history is not None else []
@@ -117,8 +118,8 @@ class RankAdaptiveIntegrator(L.Callback):
         grads = iter(self.basis_gradients(trainer, pl_module, batch))
         for name, layer in self.layers:
             moves = {}
-            limit = self.caps[name][1] if name in self.caps else self.r_max
             for mode in layer.modes:
+                limit = self.caps[name][1][layer.axis(mode)] if name in self.caps else self.r_max
                 u, g = layer.factor(mode), next(grads)
                 old = u.data
                 columns = augmented_rank(old.shape[1], layer.mode_size(mode), limit)

@@ -2,13 +2,27 @@
 factors (tnbench.layers.tucker), compressed at a starting rank, whose ranks the integrator
 (tnbench.methods.families.integrator) adapts while the pipeline retrains.
 
-Their size knob for `budget.*` is the tolerance `tau`. A budget starts the layers at
-`rank_init: tau`: the ranks the integrator's own truncation rule (`truncation_ranks`: smallest
-j with ||s[j:]|| <= tau ||s||, clamped to [r_min, cap]) gives on the spectra of the weights the
-method is given (the pretrained ones; with `pipeline.pretrain_epochs=0` the random initial ones,
-which are what the factors then come from too). The search lands that *initial* model on the
-budget; the ranks then move in retraining, so the record's `budget_reached` is the retrained
-model's and `compression_at_compress.budget_reached` the one the search aimed at."""
+Rank caps (`rank_cap`): the most each factored mode's rank may be, per layer: `r_max` (the same
+for every mode), `half` (half the mode's full rank, DLRT's official code) or a fraction of the full
+rank (rounded up); always at most `r_max`, and a cap below `r_min` wins over the floor. The
+full rank is the mode size (tucker_adaptive) or the matricized weight's smaller side (dlrt).
+With `half` or a fraction the integrator augments to twice the cap and truncates back under it.
+
+Budgets (`budget.*`) search one of two knobs (`budget_knob`):
+- `rank_cap` (the default): the search sets the fraction cap and starts every layer at it
+  (`rank_init: cap`), as the official DLRT code starts at its cap. The size then follows from the
+  shapes alone (also on the meta device, so an out-of-reach budget is refused up front), tau stays
+  the method's own, and since retraining can only lower the ranks under the cap, the retrained
+  model is at most the size the search landed on: its ratio is at least the asked one within the
+  budget's tolerance. This is the fair equal-budget setting.
+- `tau`: the search sets the tolerance and starts the layers at `rank_init: tau`, the ranks the
+  integrator's own truncation rule (`truncation_ranks`) keeps of the spectra of the weights the
+  method is given (pretrained, or the random initial ones with `pipeline.pretrain_epochs=0`).
+  That lands the model as compressed on the budget, but the tolerance it takes (0.7-0.9 on a
+  pretrained LeNet-5) is then applied again at every truncation, so the ranks keep falling in
+  retraining (results/studies/budget_lenet5_fmnist).
+Either way the record's `budget_reached` is the retrained model's and
+`compression_at_compress.budget_reached` the one the search aimed at."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,7 +32,7 @@ from weakref import WeakKeyDictionary
 import torch
 from torch import nn
 
-from tnbench.config import MethodConfig, ranged
+from tnbench.config import MethodConfig, checked, one_of, ranged
 from tnbench.errors import ConfigError
 from tnbench.functional.approximation import norm_loss, relative_error
 from tnbench.functional.tucker import (
@@ -39,6 +53,16 @@ from tnbench.methods.base import (
 )
 from tnbench.methods.families.integrator import RankAdaptiveIntegrator
 
+RANK_CAPS = ("r_max", "half")
+BUDGET_KNOBS = ("rank_cap", "tau")
+
+
+def check_rank_cap(key: str, value: Any) -> None:
+    if value in RANK_CAPS or (isinstance(value, float) and 0.0 < value <= 1.0):
+        return
+    raise ConfigError(f"{key} must be one of {', '.join(RANK_CAPS)} or a fraction in (0, 1] of each full rank; "
+                      f"got {value!r}")
+
 
 @dataclass
 class RankAdaptiveConfig(MethodConfig):
@@ -51,6 +75,11 @@ class RankAdaptiveConfig(MethodConfig):
     # truncation rule at tau on the given weights' spectra; what a budget sets)
     rank_init: Any = 50
     adapt_every: int = ranged(10, ge=1)  # optimizer steps per augment -> train -> truncate window
+    # each factored mode's most rank: r_max | half | a fraction in (0, 1] of its full rank (see above)
+    rank_cap: Any = checked("r_max", check_rank_cap)
+    # what budget.* searches: rank_cap (start at the cap, adapt below it) or tau (start where the
+    # truncation at tau keeps the weights; how budgets worked before this option existed)
+    budget_knob: str = one_of("rank_cap", BUDGET_KNOBS)
 
 
 # singular values per layer and unfolding, kept while the layer lives and its weight is unchanged:
@@ -76,16 +105,23 @@ class RankAdaptiveMethod(Method):
 
     config_class = RankAdaptiveConfig
     tie = False  # one rank per layer (the matrix case) instead of one per mode
-    # a larger tolerance truncates more; the search sizes the starting ranks from it (rank_init: tau)
-    knob = Knob("tau", float, 1e-4, 0.999, more_params=False, clears=("rank",), sets=(("rank_init", "tau"),),
-                granularity="one rank step per layer and factored mode, ranks within [r_min, r_max]")
+    # budget_knob=rank_cap: one fraction of every full rank, the layers starting at that cap
+    knob = Knob("rank_cap", float, 1e-6, 1.0, clears=("rank",), sets=(("rank_init", "cap"),),
+                granularity="integer rank caps per layer and factored mode, ceil(rank_cap x full rank), at most r_max")
+    # budget_knob=tau: a larger tolerance truncates more; the starting ranks follow it (rank_init: tau)
+    tau_knob = Knob("tau", float, 1e-4, 0.999, more_params=False, clears=("rank",), sets=(("rank_init", "tau"),),
+                    granularity="one rank step per layer and factored mode, ranks within [r_min, r_max]")
+
+    @classmethod
+    def knob_for(cls, section: Any) -> Knob:
+        return cls.tau_knob if section.get("budget_knob") == "tau" else cls.knob
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.layers: list[tuple[str, TuckerLayer]] = []
         self.reports: list[LayerReport] = []
         self.history: list[dict[str, Any]] = []
-        self.caps: dict[str, tuple[int, int]] = {}
+        self.caps: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
 
     def validate(self) -> None:
         c = self.cfg
@@ -107,37 +143,63 @@ class RankAdaptiveMethod(Method):
         rank = self.cfg.get("rank")
         return int(rank) if rank is not None else self.cfg.rank_init
 
-    def start_rank(self, size: int) -> int:
-        spec = self.rank_init_spec()
-        wanted = self.cfg.r_max if spec == "cap" else resolve_rank(spec, size)
-        return clamp_rank(wanted, self.cfg.r_min, self.cfg.r_max, size)
-
-    def layout(self, layer: nn.Module) -> tuple[tuple[int, ...], list[int], int]:
-        """How the integrator holds a layer: the weight's shape as factored, the factored axes,
-        and the truncation cap."""
+    def layout(self, layer: nn.Module) -> tuple[tuple[int, ...], list[int]]:
+        """How the integrator holds a layer: the weight's shape as factored and the factored axes."""
         raise NotImplementedError
+
+    def full_ranks(self, layer: nn.Module) -> dict[int, int]:
+        """Per factored axis, the most its rank can be: the mode size, or with `tie` (one rank
+        per layer) the smallest of them."""
+        shape, axes = self.layout(layer)
+        side = min(shape[a] for a in axes)
+        return {a: side if self.tie else shape[a] for a in axes}
+
+    def rank_caps(self, layer: nn.Module) -> dict[int, int]:
+        """Per factored axis, the cap its rank is truncated under (`rank_cap`, at most r_max)."""
+        rule = self.cfg.rank_cap
+        caps = {}
+        for a, full in self.full_ranks(layer).items():
+            cap = full if rule == "r_max" else full // 2 if rule == "half" else resolve_rank(float(rule), full)
+            caps[a] = max(1, min(self.cfg.r_max, cap))
+        return caps
+
+    def layer_caps(self, layer: nn.Module) -> tuple[dict[int, int], dict[int, int]] | None:
+        """A layer's own (truncation caps, augmentation caps) per axis, where they differ from
+        r_max for every layer (None: r_max, tnbench.methods.families.integrator): with `half` or
+        a fraction, the cap and twice it (the official code's buffers of twice the cap)."""
+        if self.cfg.rank_cap == "r_max":
+            return None
+        caps = self.rank_caps(layer)
+        return caps, {a: 2 * c for a, c in caps.items()}
+
+    def start_ranks(self, layer: nn.Module) -> dict[int, int]:
+        """Per factored axis, the rank compression starts at (`rank_init`), never above its cap."""
+        spec = self.rank_init_spec()
+        if spec == "tau":
+            return self.tau_ranks(layer)
+        caps = self.rank_caps(layer)
+        if spec == "cap":
+            return caps
+        full = self.full_ranks(layer)
+        return {a: min(clamp_rank(resolve_rank(spec, full[a]), self.cfg.r_min, self.cfg.r_max, full[a]), caps[a])
+                for a in caps}
 
     def tau_ranks(self, layer: nn.Module) -> dict[int, int]:
         """Per factored axis, the rank the integrator's truncation at `tau` keeps of the layer's
         weight as it is (`rank_init: tau`)."""
-        shape, axes, cap = self.layout(layer)
+        shape, axes = self.layout(layer)
         spectra = {a: weight_spectrum(layer, shape, a) for a in axes}
-        return truncation_ranks(spectra, self.cfg.tau, self.cfg.r_min, cap, {a: shape[a] for a in axes}, self.tie)
+        return truncation_ranks(spectra, self.cfg.tau, self.cfg.r_min, self.rank_caps(layer),
+                                {a: shape[a] for a in axes}, self.tie)
 
     def layer_size(self, name: str, layer: nn.Module) -> int | None:
-        """With `rank_init: tau`, from the spectra of the real weights (None on the meta device,
-        and for the other starting ranks, which a budget does not use)."""
-        if self.rank_init_spec() != "tau" or layer.weight.is_meta:
-            return None
+        """From the shapes (also on the meta device); with `rank_init: tau` from the spectra of
+        the real weights (None on the meta device)."""
         if isinstance(layer, nn.Conv2d) and layer.groups != 1:
             return layer.weight.numel()  # left dense
-        shape, _, _ = self.layout(layer)
-        return tucker_params(shape, self.tau_ranks(layer))
-
-    def layer_caps(self, layer: nn.Module) -> tuple[int, int] | None:
-        """A layer's own (truncation cap, augmentation cap), where they differ from r_max for every
-        layer (None: r_max, tnbench.methods.families.integrator)."""
-        return None
+        if self.rank_init_spec() == "tau" and layer.weight.is_meta:
+            return None
+        return tucker_params(self.layout(layer)[0], self.start_ranks(layer))
 
     def factorize(self, layer: nn.Module) -> TuckerLayer:
         """The factored replacement of one Conv2d/Linear at the starting ranks."""
