@@ -99,3 +99,25 @@ def test_vgg16_three_conv_preset_is_as_close_to_the_papers_632_as_16_per_gate_al
     assert (q, params) == (23, 625)
     # every 16 g + 1 is at least as far from 632
     assert min(abs(16 * g + 1 - 632) for g in range(1, 100)) == abs(params - 632) == 7
+
+
+def test_a_fit_no_closer_than_zero_weights_is_dropped(tmp_path):
+    """Stage 2 gets the circuit the fit started from when the fit ends at a relative distance
+    >= fit_max_distance (default 1); such fits left LeNet-5 untrainable (see the family's notes)."""
+    def compress(*overrides):
+        _, method = _method(tmp_path, "method.fit_steps=30", "method.depth=2", *overrides)
+        torch.manual_seed(0)  # the same dense weights and initial gates in every call
+        model = build_model("fc2", in_channels=1, image_size=8, num_classes=10, hidden=16)
+        reports = method.compress(model)
+        return method.fits[0], reports[0], model.classifier[0].weight.detach()
+
+    fit, report, dropped = compress()
+    # random dense weights, 145 numbers for 1024: the fit gets closer, but not below 1
+    assert 1.0 <= fit["final_distance"] < fit["initial_distance"] and fit["kept"] is False
+    _, _, unfitted = compress("method.fit_steps=0")
+    torch.testing.assert_close(dropped, unfitted)
+    assert report.norm_loss == fit["initial_distance"]
+    assert report.relative_error == pytest.approx(fit["initial_distance"], rel=1e-4)
+    kept, kept_report, fitted = compress("method.fit_max_distance=null")
+    assert kept["kept"] is True and kept_report.norm_loss == kept["final_distance"] == fit["final_distance"]
+    assert not torch.allclose(fitted, unfitted)

@@ -58,9 +58,8 @@ def run_matrix_entry(results: Path, method: str, model: str, extra: list[str]) -
 # ADTN/ADQC on the three models with the biggest circuits take 17-30 s each here (the other 42
 # pairs about 60 s together): they run with `make bench`, the rest with the slow tests.
 HEAVY = {(m, model) for m in ("adtn", "adqc") for model in ("fc2", "lenet5_dlrt", "cnn4")}
-# Known open defect: ADTN's default retraining on LeNet-5 ends at chance (9.0%) after this 32-step
-# synthetic epoch (compressed 12.5%). Strict: the test fails once the defaults are fixed.
-KNOWN = {("adtn", "lenet5"): "ADTN's default retraining on LeNet-5 ends at chance in 32 synthetic steps"}
+# Known open defects, (method, model): reason; each a strict xfail (the test fails once it is fixed).
+KNOWN: dict[tuple[str, str], str] = {}
 PAIRS = [pytest.param(method, model, marks=([pytest.mark.bench] if (method, model) in HEAVY else []) +
                       ([pytest.mark.xfail(reason=KNOWN[method, model], strict=True)] if (method, model) in KNOWN
                        else []))

@@ -16,6 +16,17 @@ or after `fit_patience` steps without a 0.1% improvement; the best parameters se
 By default (`fit_scale: norm`) the generated weights are held at ||W|| during the fit, so the
 fit aligns directions (distance = sqrt(2 - 2 cos)) and cannot collapse the scale to zero when
 the circuit cannot follow W (see `fit_generator`).
+A fit that ends at a distance >= `fit_max_distance` (default 1: no closer to W than zero
+weights; with the norm held, cos(W_gen, W) <= 1/2) is dropped, and the group enters stage 2 as
+its initial random circuit at ||W||. Such fits are not just poor but harmful. Measured on
+LeNet-5 (depth 8, 200 fit steps): classifier.0 (120 x 400, 961 numbers) fits to distance 1.24
+by generating W's row means times a constant row, W_gen ~ u 1^T (its right singular vector is
+constant; 75% of its energy in one singular value against 9% for W), so every hidden unit
+computes u_r * sum(x). The conv features it reads are non-negative: its output is a large
+offset that barely depends on the input, and the back-propagated gradient is the same for all
+400 features, so the first Adam steps push them all down until the ReLUs before it are dead
+(live fraction 0.68 -> 0.00 in 8 steps) and retraining ends at chance. Numbers with and
+without the drop: results/bench/adtn_fit_drop.md.
 Stage 2 is the pipeline's retraining, end to end through the generated weights.
 
 Groups: `groups: each` (one circuit per layer selected by `layers`), `groups: all` (one circuit
@@ -79,6 +90,8 @@ class ADTNConfig(MethodConfig):
     fit_tol: float = ranged(1e-3, ge=0)  # stop once the relative distance is this small
     fit_patience: Optional[int] = ranged(200, ge=1)  # stop after this many steps without 0.1% improvement
     fit_scale: str = one_of("norm", FIT_SCALES)  # norm: keep the target's norm | free: fit it
+    # a fit ending at this distance or more is dropped: stage 2 starts from the unfitted circuit
+    fit_max_distance: Optional[float] = ranged(1.0, gt=0)
     checkpoint: str = one_of("auto", CHECKPOINT_MODES)  # memory/recompute trade in backward
     threads: Optional[int] = ranged(1, ge=1, le=MAX_THREADS)  # intra-op threads generating weights; null: torch's
 
@@ -209,10 +222,17 @@ class BrickWallMethod(Method):
                 used = (out[:size] if positions is None else out[positions]).norm()
                 if used > 0:
                     gen.scale.fill_(float(target.norm() / used))
+            initial = [p.detach().clone() for p in gen.parameters()]
             t0 = time.perf_counter()
             fit = fit_generator(gen, target, c.fit_steps, c.fit_lr, c.fit_tol, c.fit_patience, positions,
                                 c.fit_scale)
             fit_time = time.perf_counter() - t0
+            kept = c.fit_max_distance is None or fit["final_distance"] < c.fit_max_distance
+            if not kept:  # see the module notes: a poor fit is a worse start than no fit
+                with torch.no_grad():
+                    for p, p0 in zip(gen.parameters(), initial):
+                        p.copy_(p0)
+            distance = fit["final_distance"] if kept else fit["initial_distance"]
             with torch.no_grad():
                 generated = gen()[:size] if positions is None else gen()[positions]
             encode_weights([m for _, m in group], gen, c.layout)
@@ -226,7 +246,7 @@ class BrickWallMethod(Method):
                 err = relative_error(w, part)
                 kind = kind_of(layer)
                 reports.append(LayerReport(
-                    name, kind, list(w.shape), [], w.numel(), share, norm_loss=fit["final_distance"],
+                    name, kind, list(w.shape), [], w.numel(), share, norm_loss=distance,
                     relative_error=err,
                     extra={"group": index, "qubits": q, "depth": c.depth, "group_params": trained},
                 ))
@@ -235,7 +255,7 @@ class BrickWallMethod(Method):
                 "gates": num_gates(q, c.depth, c.gates), "params": trained, "padding": 2**q - size,
                 "layout": c.layout, "generation_flops": forward_flops(q, c.depth, c.gates),
                 "initial_distance": fit["initial_distance"], "final_distance": fit["final_distance"],
-                "steps": fit["steps"], "stopped": fit["stopped"], "time_s": fit_time,
+                "steps": fit["steps"], "stopped": fit["stopped"], "kept": kept, "time_s": fit_time,
                 "curve": thin_curve(fit["curve"]),
             })
         if generators:
