@@ -71,7 +71,9 @@ def check_gate_record(tmp_path: Path) -> Callable[[str], None]:
         assert [f["qubits"] for f in fits] == [16, 10] and [f["params"] for f in fits] == gen_params
         for f, layer in zip(fits, rec["layers"]):
             assert f["final_distance"] <= f["initial_distance"]
-            assert layer["norm_loss"] == pytest.approx(f["final_distance"])
+            # a fit no closer than fit_max_distance (default 1) is dropped: the layer starts unfitted
+            assert f["kept"] == (f["final_distance"] < 1.0)
+            assert layer["norm_loss"] == pytest.approx(f["final_distance"] if f["kept"] else f["initial_distance"])
             assert f["curve"][0] == [0, f["initial_distance"]]
         assert math.isfinite(rec["acc_retrained"])
 

@@ -185,7 +185,7 @@ FIELDS: tuple[Field, ...] = (
     # method-specific results
     _f("rank_history", "list", "dlrt / tucker_adaptive: ranks and compression rate after each retrain epoch"),
     _f("truncation", "dict", "svd_truncation: cut, target kind and value, factorized or not"),
-    _f("adtn_fit", "list", "adtn / adqc: per group, the stage-1 fit (distances, steps, curve, time)"),
+    _f("adtn_fit", "list", "adtn / adqc: per group, the stage-1 fit (distances, steps, curve, time; kept: false when dropped for fit_max_distance)"),
     # bookkeeping
     _f("error", "str", "the error of a failed or diverged run, one line", TABLE),
     _f("traceback", "str", "the traceback of an internal error"),
