@@ -6,6 +6,7 @@ import torch
 
 from tnbench.functional.tucker import (
     augment_basis,
+    feasible_ranks,
     fold,
     hosvd,
     left_singular_pairs,
@@ -96,6 +97,25 @@ def test_truncation_discards_within_tau_and_respects_rank_bounds():
     mat = torch.randn(12, 9, dtype=torch.float64)
     bases, _ = truncation_bases(mat, [0, 1], 0.3, 1, 100, {0: 40, 1: 40}, tie=True)
     assert bases[0].shape[1] == bases[1].shape[1]
+
+
+def test_feasible_ranks_drop_only_factor_columns_that_carry_nothing():
+    """A rank above the product of the core's other sizes stores columns the core cannot use: a
+    Tucker tensor at such ranks is held exactly at the feasible ranks, with fewer parameters."""
+    assert feasible_ranks((120, 400), {0: 9, 1: 28}) == {0: 9, 1: 9}
+    assert feasible_ranks((16, 6, 5, 5), {0: 200, 1: 2}) == {0: 50, 1: 2}  # kernel modes whole: 2 * 5 * 5
+    assert feasible_ranks((8, 9, 10), {0: 2, 1: 3, 2: 10}) == {0: 2, 1: 3, 2: 6}
+    assert feasible_ranks((8, 9, 10), {0: 1, 1: 3, 2: 2}) == {0: 1, 1: 2, 2: 2}
+    torch.manual_seed(7)
+    for shape, ranks in [((12, 10), {0: 3, 1: 10}), ((12, 4, 2, 2), {0: 9, 1: 1}), ((6, 7, 8), {0: 2, 1: 3, 2: 8})]:
+        w = torch.randn(*shape, dtype=torch.float64)
+        fit = feasible_ranks(shape, ranks)
+        assert fit != ranks and tucker_params(shape, fit) < tucker_params(shape, ranks)
+        core, factors, _ = hosvd(w, ranks)
+        approx = tucker_to_tensor(core, factors)
+        assert all(torch.linalg.matrix_rank(unfold(approx, a)) <= r for a, r in fit.items())
+        lean_core, lean_factors, _ = hosvd(approx, fit)  # the same tensor, held at the feasible ranks
+        assert torch.allclose(tucker_to_tensor(lean_core, lean_factors), approx, atol=1e-10)
 
 
 def test_truncation_ranks_from_spectra_alone_are_the_truncations_ranks():

@@ -108,6 +108,20 @@ def hosvd(tensor: Tensor, ranks: Mapping[int, int]) -> tuple[Tensor, dict[int, T
     return core.to(tensor.dtype), cast, {a: s.to(tensor.dtype) for a, s in spectra.items()}
 
 
+def feasible_ranks(shape: tuple[int, ...] | torch.Size, ranks: Mapping[int, int]) -> dict[int, int]:
+    """Tucker ranks lowered until each r_a is at most the product of the core's other sizes (the
+    other ranks; axes not in `ranks` count whole): the most the core's mode-a unfolding can have.
+    A larger r_a adds parameters but no rank: the tensor it gives is held exactly at these ranks
+    (a matrix core r_out x r_in has rank min(r_out, r_in))."""
+    out = dict(ranks)
+    while True:
+        sizes = [out.get(a, n) for a, n in enumerate(shape)]
+        lowered = {a: min(r, math.prod(sizes) // sizes[a]) for a, r in out.items()}
+        if lowered == out:
+            return out
+        out = lowered
+
+
 def tucker_params(shape: tuple[int, ...] | torch.Size, ranks: Mapping[int, int]) -> int:
     """Weights of a partial Tucker format: the core plus one n_a x r_a factor per factored axis."""
     core = math.prod(ranks.get(a, n) for a, n in enumerate(shape))

@@ -113,9 +113,12 @@ def search(knob: Any, size: Callable[[Any], int], target: Target, method: str = 
                 break
             lo, hi = (mid, hi) if f(mid) <= goal else (lo, mid)
     value = min((knob.cast(c) for c in candidates), key=lambda c: (abs(target.miss(f(c))), c))
-    if knob.kind is float:  # a shorter number where it gives the same size
-        short = float(f"{value:.3g}")
-        value = short if knob.low <= short <= knob.high and f(short) == f(value) else value
+    if knob.kind is float:  # the shortest number from 3 significant digits on that gives the same size
+        for digits in range(3, 7):
+            short = float(f"{value:.{digits}g}")
+            if knob.low <= short <= knob.high and f(short) == f(value):
+                value = short
+                break
     s = f(value)
     found = Found(value, s, target.reached(s), target.miss(s), abs(target.miss(s)) <= target.tolerance,
                   sorted(seen.items()))

@@ -4,8 +4,9 @@ factors (tnbench.layers.tucker), compressed at a starting rank, whose ranks the 
 
 Rank caps (`rank_cap`): the most each factored mode's rank may be, per layer: `r_max` (the same
 for every mode), `half` (half the mode's full rank, DLRT's official code) or a fraction of the full
-rank (rounded up); always at most `r_max`, and a cap below `r_min` wins over the floor. The
-full rank is the mode size (tucker_adaptive) or the matricized weight's smaller side (dlrt).
+rank (rounded up); always at most `r_max` and at most the product of the other modes' caps (the
+most a core's unfolding can hold, `feasible_ranks`), and a cap below `r_min` wins over the floor.
+The full rank is the mode size (tucker_adaptive) or the matricized weight's smaller side (dlrt).
 With `half` or a fraction the integrator augments to twice the cap and truncates back under it.
 
 Budgets (`budget.*`) search one of two knobs (`budget_knob`):
@@ -37,6 +38,7 @@ from tnbench.errors import ConfigError
 from tnbench.functional.approximation import norm_loss, relative_error
 from tnbench.functional.tucker import (
     clamp_rank,
+    feasible_ranks,
     resolve_rank,
     singular_values,
     truncation_ranks,
@@ -155,13 +157,15 @@ class RankAdaptiveMethod(Method):
         return {a: side if self.tie else shape[a] for a in axes}
 
     def rank_caps(self, layer: nn.Module) -> dict[int, int]:
-        """Per factored axis, the cap its rank is truncated under (`rank_cap`, at most r_max)."""
+        """Per factored axis, the cap its rank is truncated under (`rank_cap`, at most r_max), and at
+        most what the other axes' caps let the core's unfolding have (`feasible_ranks`: a fraction
+        of a Linear's two sides caps the larger side at the smaller's rank)."""
         rule = self.cfg.rank_cap
         caps = {}
         for a, full in self.full_ranks(layer).items():
             cap = full if rule == "r_max" else full // 2 if rule == "half" else resolve_rank(float(rule), full)
             caps[a] = max(1, min(self.cfg.r_max, cap))
-        return caps
+        return feasible_ranks(self.layout(layer)[0], caps)
 
     def layer_caps(self, layer: nn.Module) -> tuple[dict[int, int], dict[int, int]] | None:
         """A layer's own (truncation caps, augmentation caps) per axis, where they differ from
