@@ -1,7 +1,8 @@
 """One budget for every method: `budget.ratio`, `budget.params` or `budget.flops`.
 
 A method with a size knob (`Method.knob`: rank, bond dimension, Tucker rank fraction, CP rank,
-circuit depth, norm loss, the rank-adaptive methods' tolerance tau) gets the knob value whose compressed model is closest to the budget,
+circuit depth, norm loss, the rank-adaptive methods' rank cap or tolerance tau) gets the knob value
+whose compressed model is closest to the budget,
 found without training: bisection on the parameter count (or FLOPs) of the compressed model,
 which the method computes from shapes (`Method.size_hint`, also on the `meta` device) or which
 is counted on a compressed copy of the pretrained model where the size depends on the weights'
@@ -10,8 +11,9 @@ values (norm loss, tau: the method sizes those from the weights' singular values
 lands within `budget.tolerance` of the budget or, where one knob step jumps over it, on the
 closer of the two settings around it (the method's granularity, stated in the record).
 
-For `dlrt` / `tucker_adaptive`, whose ranks follow tau while retraining, the search lands the
-model as compressed (the starting ranks the truncation rule gives at tau); the record's
+For `dlrt` / `tucker_adaptive`, whose ranks move while retraining, the search lands the model as
+compressed (`Method.knob_for`: by default at its rank caps, which the ranks then never exceed; with
+`method.budget_knob=tau` at the ranks the truncation rule gives at tau); the record's
 `budget_reached` is then measured again on the retrained model, and the value right after
 compressing is kept in `compression_at_compress` (tnbench.pipeline.stages).
 
