@@ -57,3 +57,20 @@ def test_init_checkpoint_never_unpickles_and_must_fit(tmp_path):
     save_checkpoint(other, build_model("fc2", in_channels=1, image_size=28, num_classes=10).state_dict(), {})
     with pytest.raises(CheckpointError, match="does not fit this model"):
         run_in_process(tmp_path, "logger=none", f"pipeline.init_checkpoint={other}")
+
+
+def test_a_randomised_compression_is_the_same_on_a_cache_hit_and_without_speed_timing(tmp_path):
+    """ADTN draws its initial gates from torch's global generator: the compress stage seeds it
+    (from the run's seed), so the compressed model does not depend on whether the dense model was
+    just trained in this process or came from the cache, nor on the speed measurement before it."""
+    import torch
+    from safetensors.torch import load_file
+
+    adtn = ["method=adtn", "method.fit_steps=5", "logger=none"]
+    first = run_in_process(tmp_path, *adtn, name="trained")
+    cached = run_in_process(tmp_path, *adtn, "pipeline.rerun=true", "trainer.measure_speed=false", name="cached")
+    assert first["pretrain_cache_hit"] is False and cached["pretrain_cache_hit"] is True
+    assert [f["initial_distance"] for f in cached["adtn_fit"]] == [f["initial_distance"] for f in first["adtn_fit"]]
+    assert cached["acc_compressed"] == first["acc_compressed"] and cached["acc_retrained"] == first["acc_retrained"]
+    a, b = load_file(tmp_path / "trained" / "model.safetensors"), load_file(tmp_path / "cached" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

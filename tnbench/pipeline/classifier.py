@@ -32,6 +32,14 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: Any, epochs: int) -> t
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def stage_seed(seed: int, stage: str, epoch: int = 0) -> int:
+    """The seed of torch's global generator at the start of a stage's epoch (of `compress`: before
+    the method runs), so each stage draws the same numbers however the run got there (a model
+    from the cache or just trained, resumed or not, speed measured or not)."""
+    offset = {"pretrain": 0, "twin": 0, "retrain": 100_000, "compress": 300_000}.get(stage, 200_000)
+    return seed * 1_000_003 + offset + epoch
+
+
 def recalibrate_bn(model: nn.Module, loader: Any) -> bool:
     """Recompute every BatchNorm layer's running statistics as the plain average over `loader`'s
     batches (torch's `update_bn`, which SWA uses), in no-grad train mode; the model's mode is
@@ -133,8 +141,7 @@ class Classifier(L.LightningModule):
         # Dropout and any other in-model randomness restart from a per-epoch seed, so a run
         # resumed from an epoch checkpoint draws exactly what the uninterrupted run drew.
         # a dense twin (tnbench.pipeline.twin) is trained as a pretraining would be
-        offset = {"pretrain": 0, "twin": 0, "retrain": 100_000}.get(self.stage_name, 200_000)
-        torch.manual_seed(self.seed * 1_000_003 + offset + self.current_epoch)
+        torch.manual_seed(stage_seed(self.seed, self.stage_name, self.current_epoch))
         self._sums = torch.zeros(3, device=self.device)  # loss * n, correct, n
         # The schedule is per epoch: bring it to this epoch. Counting from the epoch (rather
         # than stepping at each epoch's end) keeps a fit resumed from an epoch checkpoint,

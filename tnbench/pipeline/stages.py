@@ -26,7 +26,7 @@ from tnbench.models import build_model
 from tnbench.pipeline.budget import apply_budget
 from tnbench.pipeline.cache import PretrainCache, load_checkpoint, load_into, save_checkpoint
 from tnbench.pipeline.checks import check
-from tnbench.pipeline.classifier import Classifier
+from tnbench.pipeline.classifier import Classifier, stage_seed
 from tnbench.pipeline.failpoints import failpoint
 from tnbench.pipeline.identity import pretrain_identity, pretrain_key
 from tnbench.pipeline.integrity import CheckpointSetAside, lightning_checkpoint_problem, remove_temps, set_aside
@@ -224,11 +224,13 @@ def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, 
     if cfg.trainer.measure_speed:
         run.speed_dense = measure(model, input_shape, rec["flops_batch_size"], cfg.trainer.precision)
     t0 = time.perf_counter()
+    torch.manual_seed(stage_seed(cfg.seed, "compress"))  # e.g. ADTN's random gates: the same on a cache hit
     method, budget = apply_budget(cfg, method, model, input_shape, rec["params_dense"], rec["flops_dense_b1"])
     if budget:
         budget["budget_search"]["time_s"] = time.perf_counter() - t0
         rec.update(budget)
     t0 = time.perf_counter()
+    torch.manual_seed(stage_seed(cfg.seed, "compress"))  # the budget search may have drawn numbers
     with compress_progress(enabled=cfg.trainer.progress and is_rank_zero()):
         layers = [r.as_dict() for r in method.compress(model)]
     rec["time_compress_s"] = time.perf_counter() - t0
