@@ -54,7 +54,11 @@ def listed(path: str, *listings: dict[str, str]) -> bool:
 def method_ignored(cfg: DictConfig, path: str) -> bool:
     if not path.startswith("method."):
         return False
-    return path.split(".")[1] in METHODS.resolve(cfg.method).ignored(cfg.method)
+    from tnbench.config import budget_kind
+
+    method = METHODS.resolve(cfg.method)
+    unread = set(method.ignored(cfg.method)) | (set(method.budget_options) if budget_kind(cfg.budget) is None else set())
+    return path.split(".")[1] in unread
 
 
 def configs() -> list[list[str]]:
@@ -153,11 +157,21 @@ def test_readme_documents_every_listed_setting():
 # every run and cache entry unless it is listed in ADDED with the default that does what runs did
 # before it. Update these only with such a decision (and a KEY_VERSION bump where the rule changes).
 DEFAULT_RUN_KEY, DEFAULT_PRETRAIN_KEY = "9105157b0e", "dd3089f6ba6b388277b5"
+DLRT_RUN_KEY = "45fac929a9"  # method=dlrt, unchanged by its budget-only option budget_knob
 
 
 def test_the_default_jobs_keys_are_pinned():
     cfg = compose([])
     assert (run_key(cfg), pretrain_key(cfg)) == (DEFAULT_RUN_KEY, DEFAULT_PRETRAIN_KEY)
+    assert run_key(compose(["method=dlrt"])) == DLRT_RUN_KEY
+
+
+def test_a_budget_only_option_is_hashed_only_under_a_budget():
+    """dlrt's budget_knob (which knob a budget drives) is read only under budget.*."""
+    plain, tau = compose(["method=dlrt"]), compose(["method=dlrt", "method.budget_knob=tau"])
+    assert run_key(plain) == run_key(tau)
+    budget = ["method=dlrt", "budget.ratio=4"]
+    assert run_key(compose(budget)) != run_key(compose([*budget, "method.budget_knob=tau"]))
 
 
 @pytest.mark.parametrize("dotted", sorted(ADDED))

@@ -125,3 +125,22 @@ def test_a_record_older_than_an_option_counts_as_its_default():
     assert keys == ["pipeline.bn_recalibration"]
     assert sorted(summary["seeds"]) == [1, 2]
     assert summary[summary["pipeline.bn_recalibration"] == False]["acc_retrained"].tolist() == [87.0]  # noqa: E712
+
+
+def test_options_the_method_does_not_read_never_split_runs():
+    """What the run key leaves out does not split the summary either: dlrt's budget_knob without a
+    budget (a record from before the option existed pools with one that has it), svd's rank when
+    energy is set."""
+    def dlrt(seed, **method):
+        r = rec(seed, method="dlrt")
+        r["config"]["budget"] = {"ratio": None, "tolerance": 0.05}
+        r["config"]["method"] = {"name": "dlrt", "tau": 0.1, **method}
+        return r
+
+    summary, keys, _ = frames([dlrt(0), dlrt(1, budget_knob="rank_cap"), dlrt(2, budget_knob="tau")])
+    assert len(summary) == 1 and summary["seeds"].tolist() == [3]
+    energy = [rec(0), rec(1)]
+    for r, rank in zip(energy, (4, 16)):
+        r["config"]["method"].update(energy=0.9, rank=rank)
+    summary, _, _ = frames(energy)
+    assert len(summary) == 1 and summary["seeds"].tolist() == [2]

@@ -217,6 +217,10 @@ class Method:
     # run key (tnbench.pipeline.identity), so `-m method=none,svd method.rank=4,8` is 3 runs.
     ignores: tuple[str, ...] = ()
 
+    # options read only under a budget (budget.*), e.g. which knob it drives: without one they
+    # cannot change a number, so the run keys leave them out (tnbench.pipeline.identity)
+    budget_options: tuple[str, ...] = ()
+
     @classmethod
     def ignored(cls, cfg: Any) -> set[str]:
         """`ignores`, plus options that this particular setting makes unread (override: e.g.

@@ -9,7 +9,8 @@ leaf of the config and fails on one that changes no key without being listed):
 - `NOT_PRETRAIN`: left out of the pretrain-cache key as well (what only acts after the dense
   model exists: the method, retraining);
 - the method's own list (`Method.ignored`): options its section carries but it does not read
-  (`method=none` has the shared `rank`) or that only trade speed or memory;
+  (`method=none` has the shared `rank`) or that only trade speed or memory, and without a
+  budget the options only a budget reads (`Method.budget_options`: dlrt's `budget_knob`);
 - `ADDED`: options added after the key's version whose default does what every run did before
   them; at that default they are left out, so adding an option keeps every earlier run and
   cache entry its name (at another value they are hashed like any setting). The report reads a
@@ -88,14 +89,15 @@ def _typed_section(group: str, plain: Any) -> Any:
         return plain
 
 
-def method_ignores(section: dict[str, Any]) -> set[str]:
+def method_ignores(section: dict[str, Any], budgeted: bool = True) -> set[str]:
     """The options of a (typed, plain) method section that its method does not read or that
-    cannot change its numbers (`Method.ignored`)."""
+    cannot change its numbers (`Method.ignored`; without a budget also `Method.budget_options`)."""
     try:
         from tnbench.methods import METHODS
 
         node = OmegaConf.create(section)
-        return set(METHODS.resolve(node).ignored(node))
+        method = METHODS.resolve(node)
+        return set(method.ignored(node)) | (set() if budgeted else set(method.budget_options))
     except Exception:
         return set()
 
@@ -139,7 +141,11 @@ def identity(cfg: DictConfig, leave_out: tuple[dict[str, str], ...] = (NOT_RESUL
         if key in ("dataset", "model", "method"):
             plain[key] = _typed_section(key, plain[key])
     if isinstance(plain.get("method"), dict):
-        for option in method_ignores(plain["method"]):
+        from tnbench.config import budget_kind
+
+        budget = plain.get("budget")
+        for option in method_ignores(plain["method"], budget_kind(budget if isinstance(budget, dict) else None)
+                                     is not None):
             plain["method"].pop(option, None)
     for dotted in sorted(drop):
         _drop(plain, dotted)

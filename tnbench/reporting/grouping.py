@@ -42,13 +42,19 @@ def _plain(value: Any) -> Any:
 
 def config_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per record: its config's leaves as dotted columns (lists as text), minus the seed
-    and the settings that cannot change a number."""
+    and the settings that cannot change a number (the run key's lists, the method's unread options)."""
+    from tnbench.config import budget_kind
+    from tnbench.pipeline.identity import method_ignores
+
     ignored = _ignored()
     rows = []
     for rec in records:
-        flat = pd.json_normalize(_config(rec), sep=".").to_dict("records")
+        config = _config(rec)
+        method = config.get("method") if isinstance(config.get("method"), dict) else {}
+        unread = tuple(f"method.{o}" for o in method_ignores(method, budget_kind(config.get("budget")) is not None))
+        flat = pd.json_normalize(config, sep=".").to_dict("records")
         row = {k: _plain(v) for k, v in (flat[0] if flat else {}).items()
-               if not any(k == p or k.startswith(p + ".") for p in ignored)}
+               if not any(k == p or k.startswith(p + ".") for p in (*ignored, *unread))}
         rows.append(row)
     return pd.DataFrame(rows, index=range(len(records)))
 

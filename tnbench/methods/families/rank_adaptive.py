@@ -106,6 +106,7 @@ class RankAdaptiveMethod(Method):
     integrator adapt the ranks during retraining."""
 
     config_class = RankAdaptiveConfig
+    budget_options = ("budget_knob",)
     tie = False  # one rank per layer (the matrix case) instead of one per mode
     # budget_knob=rank_cap: one fraction of every full rank, the layers starting at that cap
     knob = Knob("rank_cap", float, 1e-6, 1.0, clears=("rank",), sets=(("rank_init", "cap"),),
