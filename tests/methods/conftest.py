@@ -78,3 +78,32 @@ def check_gate_record(tmp_path: Path) -> Callable[[str], None]:
         assert math.isfinite(rec["acc_retrained"])
 
     return check
+
+
+@pytest.fixture
+def tau_budget_runs(tmp_path: Path) -> Callable[[str], dict[int, dict]]:
+    """For a rank-adaptive method with method.budget_knob=tau: runs budget.ratio=4 and 8 on LeNet-5
+    (synthetic data) and checks what both methods share: tau lands the model as compressed within
+    5% of the asked ratio (its ranks are the first of the rank history), the record carries the
+    asked ratio, the chosen tau, both sizes (`budget_reached` is the retrained model's) and a larger
+    tau for the larger budget. Returns the records by ratio."""
+
+    def run(method: str) -> dict[int, dict]:
+        recs = {}
+        for ratio in (4, 8):
+            recs[ratio] = rec = run_in_process(tmp_path, "model=lenet5", f"method={method}", f"budget.ratio={ratio}",
+                                               "method.budget_knob=tau", "logger=none", "dataset.train_size=512",
+                                               "dataset.test_size=128", name=f"{method}-r{ratio}")
+            assert rec["status"] == "ok", rec.get("error")
+            at_compress = rec["compression_at_compress"]
+            assert rec["budget_asked"] == ratio and set(rec["budget_knob"]) == {"tau"}
+            assert rec["budget_search"]["within"] and rec["budget_search"]["sets"] == {"rank_init": "tau"}
+            assert at_compress["budget_reached"] == pytest.approx(ratio, rel=0.05)
+            assert at_compress["budget_reached"] == pytest.approx(at_compress["compression_ratio"])
+            assert at_compress["ranks"] == rec["rank_history"][0]["ranks"]
+            assert rec["budget_reached"] == pytest.approx(rec["compression_ratio"])  # the retrained model
+            assert rec["ranks"] == rec["rank_history"][-1]["ranks"]
+        assert recs[8]["budget_knob"]["tau"] > recs[4]["budget_knob"]["tau"]
+        return recs
+
+    return run

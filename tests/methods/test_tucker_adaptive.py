@@ -89,26 +89,11 @@ def test_budget_caps_every_mode_so_the_retrained_model_stays_within_it(tmp_path)
     assert min(min(r) for r in recs[16]["ranks"].values()) < 7  # under the r_min floor
 
 
-def test_budget_by_tau_lands_the_compressed_model_and_records_reached_after_retraining(tmp_path):
+def test_budget_by_tau_lands_the_compressed_model_and_records_reached_after_retraining(tmp_path, tau_budget_runs):
     """With method.budget_knob=tau, budget.ratio=4 and 8 choose tau so that the model as compressed
-    is within 5% of the asked ratio (a fixed rank_init of 50 would give the same size for both);
-    the record carries the asked ratio, the chosen tau, the ratio right after compression and, as
-    budget_reached, the retrained model's. 16x is out of reach on LeNet-5: r_min 7 floors every rank (8.13x at most)."""
-    recs = {}
-    for ratio in (4, 8):
-        recs[ratio] = rec = run_in_process(tmp_path, "model=lenet5", "method=tucker_adaptive", f"budget.ratio={ratio}",
-                                           "method.budget_knob=tau", "logger=none", "dataset.train_size=512",
-                                           "dataset.test_size=128", name=f"r{ratio}")
-        assert rec["status"] == "ok", rec.get("error")
-        at_compress = rec["compression_at_compress"]
-        assert rec["budget_asked"] == ratio and set(rec["budget_knob"]) == {"tau"}
-        assert rec["budget_search"]["within"] and rec["budget_search"]["sets"] == {"rank_init": "tau"}
-        assert at_compress["budget_reached"] == pytest.approx(ratio, rel=0.05)
-        assert at_compress["budget_reached"] == pytest.approx(at_compress["compression_ratio"])
-        assert at_compress["ranks"] == rec["rank_history"][0]["ranks"]
-        assert rec["budget_reached"] == pytest.approx(rec["compression_ratio"])  # the retrained model
-        assert rec["ranks"] == rec["rank_history"][-1]["ranks"]
-    assert recs[8]["budget_knob"]["tau"] > recs[4]["budget_knob"]["tau"]
+    is within 5% of the asked ratio (tau_budget_runs); retraining moves the ranks. 16x is out of
+    reach on LeNet-5: r_min 7 floors every rank (8.13x at most)."""
+    recs = tau_budget_runs("tucker_adaptive")
     assert recs[4]["budget_reached"] > recs[4]["compression_at_compress"]["budget_reached"]  # ranks fell to r_min
     with raises_one_line(r"budget.ratio=16 is out of reach for method=tucker_adaptive: its most compressing setting "
                          r"\(tau=0.999\) gives 8.13x; allowed: budget.ratio <= 8.13"):
