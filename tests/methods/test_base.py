@@ -110,3 +110,27 @@ def test_size_hint_is_what_compress_gives(name: str, options: dict) -> None:
     hint = method.size_hint(model)
     method.compress(model)
     assert hint == sum(p.numel() for p in model.parameters())
+
+
+def test_weight_memo_computes_once_until_the_weight_changes():
+    """The per-layer memo the budget searches size layers from (singular values at many knob
+    values): one computation per key while the weight is unchanged, a new one after any in-place
+    write to it."""
+    import torch
+    from torch import nn
+
+    from tnbench.methods.base import weight_memo
+
+    layer, calls = nn.Linear(4, 3), []
+
+    def norm(w):
+        calls.append(1)
+        return float(w.norm())
+
+    first = weight_memo(layer, "norm", norm)
+    assert weight_memo(layer, "norm", norm) == first and len(calls) == 1
+    weight_memo(layer, "other", norm)
+    assert len(calls) == 2  # keys are apart
+    with torch.no_grad():
+        layer.weight.mul_(2)
+    assert weight_memo(layer, "norm", norm) == pytest.approx(2 * first) and len(calls) == 3

@@ -1,11 +1,12 @@
 """What every compression method shares: layer selection, replacement and per-layer reports."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
+from weakref import WeakKeyDictionary
 
 import torch
 from omegaconf import DictConfig
@@ -170,6 +171,24 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
         new = new.to(memory_format=torch.channels_last)
     setattr(parent, child, new)
     _done(name)
+
+
+# per layer, values computed from its weight (e.g. the singular values a budget's search sizes
+# the layer from at many knob values), kept while the layer lives and its weight is unchanged
+_WEIGHT_MEMO: WeakKeyDictionary[nn.Module, dict[Any, Any]] = WeakKeyDictionary()
+
+
+def weight_memo(layer: nn.Module, key: Any, compute: Callable[[torch.Tensor], Any]) -> Any:
+    """`compute(layer.weight.detach())`, computed once per `key` until the weight changes (its
+    version counter moves, which every in-place write does)."""
+    weight = layer.weight
+    entry = _WEIGHT_MEMO.setdefault(layer, {})
+    if entry.get("version") != weight._version:
+        entry.clear()
+        entry["version"] = weight._version
+    if key not in entry:
+        entry[key] = compute(weight.detach())
+    return entry[key]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Optional
-from weakref import WeakKeyDictionary
 
 import torch
 from torch import nn
@@ -41,21 +40,15 @@ from tnbench.functional.lowrank import split_factors, svd
 from tnbench.layers import LowRankLinear
 from tnbench.layers.bipartition import factorizable, factorize_conv
 from tnbench.methods import METHODS
-from tnbench.methods.base import Knob, LayerReport, Method, replace_module, select_conv_layers
-
-# singular values per layer and cut, kept while the layer lives and its weight is unchanged: a
-# budget's search sizes the same layers at many norm losses
-_SPECTRA: WeakKeyDictionary[nn.Module, dict[tuple[str, int], torch.Tensor]] = WeakKeyDictionary()
+from tnbench.methods.base import Knob, LayerReport, Method, replace_module, select_conv_layers, weight_memo
 
 
 def cached_spectrum(layer: nn.Module, cut: str) -> torch.Tensor:
-    weight = layer.weight
-    entry = _SPECTRA.setdefault(layer, {})
-    key = (cut, weight._version)
-    if key not in entry:
-        entry.clear()
-        entry[key] = spectrum(weight, cut) if weight.dim() == 4 else torch.linalg.svdvals(weight.detach().double())
-    return entry[key]
+    """Singular values (float64) of the layer's weight along `cut` (a Linear: the matrix itself),
+    computed once while the weight is unchanged (a budget's search sizes the same layers at many
+    norm losses)."""
+    return weight_memo(layer, ("bipartition", cut),
+                       lambda w: spectrum(w, cut) if w.dim() == 4 else torch.linalg.svdvals(w.double()))
 
 
 @dataclass

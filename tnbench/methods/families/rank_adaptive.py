@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from weakref import WeakKeyDictionary
 
 import torch
 from torch import nn
@@ -52,6 +51,7 @@ from tnbench.methods.base import (
     Method,
     replace_module,
     ungrouped_layers,
+    weight_memo,
 )
 from tnbench.methods.families.integrator import RankAdaptiveIntegrator
 
@@ -84,20 +84,11 @@ class RankAdaptiveConfig(MethodConfig):
     budget_knob: str = one_of("rank_cap", BUDGET_KNOBS)
 
 
-# singular values per layer and unfolding, kept while the layer lives and its weight is unchanged:
-# a budget's search sizes the same layers at many tolerances
-_SPECTRA: WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], torch.Tensor]] = WeakKeyDictionary()
-
-
 def weight_spectrum(layer: nn.Module, shape: tuple[int, ...], axis: int) -> torch.Tensor:
     """Singular values of the mode-`axis` unfolding of the layer's weight viewed as `shape`
-    (in float64, as the integrator computes a core's)."""
-    weight = layer.weight
-    entry = _SPECTRA.setdefault(layer, {})
-    key = (shape, axis, weight._version)
-    if key not in entry:
-        entry[key] = singular_values(unfold(weight.detach().double().reshape(shape), axis))
-    return entry[key]
+    (in float64, as the integrator computes a core's); computed once while the weight is unchanged
+    (a budget's search sizes the same layers at many tolerances)."""
+    return weight_memo(layer, ("tucker", shape, axis), lambda w: singular_values(unfold(w.double().reshape(shape), axis)))
 
 
 class RankAdaptiveMethod(Method):
