@@ -30,6 +30,13 @@ def test_cli_missing_data_is_one_line_and_recorded(tmp_path):
 def test_cli_help_and_cfg_job(tmp_path):
     r = run_cli(["--help"], tmp_path)
     assert r.returncode == 0 and "dataset: cifar10, cifar100, fashion_mnist, mnist, synthetic" in r.stdout
+    # a header saying what tnbench is and how to start, not Hydra's "<module> is powered by Hydra"
+    assert r.stdout.startswith("tnbench: compress neural networks") and "powered by Hydra" not in r.stdout
+    assert "python -m tnbench method=tucker_adaptive dataset=cifar10" in r.stdout
+    groups = r.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = {line.split(":")[0] for line in groups.splitlines() if ": " in line}
+    assert listed == {"dataset", "experiment", "launcher", "logger", "method", "model", "retrain_optimizer", "sweep",
+                      "trainer"}, listed  # no internal schema/* group
     r = run_cli(["--cfg", "job", "method=svd", "method.rank=3"], tmp_path)
     assert r.returncode == 0 and "rank: 3" in r.stdout and "pretrain_epochs" in r.stdout
 
