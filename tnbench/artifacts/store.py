@@ -17,6 +17,7 @@ from torch import nn
 
 from tnbench.artifacts.spec import SPEC_VERSION, UnsupportedModel, describe, rebuild
 from tnbench.errors import CheckpointError
+from tnbench.files import share
 from tnbench.models import MODELS, build_model
 
 WEIGHTS_FILE = "model.safetensors"
@@ -88,6 +89,7 @@ def save(model: nn.Module, run_dir: str | Path, preset: dict[str, Any], **about:
     weights = run_dir / WEIGHTS_FILE
     tmp = run_dir / (WEIGHTS_FILE + ".tmp")
     save_model(model, str(tmp), metadata={"format": "pt", "tnbench_spec": SPEC_FILE})
+    share(tmp)  # safetensors writes 0600
     os.replace(tmp, weights)
     _write_json(run_dir / SPEC_FILE, spec)
     return weights

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from tnbench.errors import CheckpointError
+from tnbench.files import share
 from tnbench.pipeline.integrity import remove_temps, set_aside
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[
     os.close(fd)
     try:
         torch.save({"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "meta": meta}, tmp)
+        share(tmp)  # mkstemp makes 0600; a cache on a shared filesystem serves everyone's jobs
         digest = _sha256(Path(tmp))
         sidecar = path.with_suffix(path.suffix + ".sha256")
         sidecar_tmp = Path(tmp + ".sha256")

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tnbench.files import share
 from tnbench.pipeline.failpoints import failpoint
 
 RECORD = "record.json"
@@ -29,7 +30,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         failpoint(f"write:{path.name}", str(path))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are meant to be shared
+        share(tmp)  # mkstemp makes 0600; records are meant to be shared
         with os.fdopen(fd, "w") as f:
             json.dump(_clean(data), f, indent=2, sort_keys=False, allow_nan=False)
             f.flush()
