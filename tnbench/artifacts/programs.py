@@ -61,9 +61,12 @@ def exported_program(run_dir: Path, x: torch.Tensor) -> tuple[torch.export.Expor
 
 
 def _torch_export(program: torch.export.ExportedProgram, x: torch.Tensor, path: Path) -> torch.Tensor:
-    torch.export.save(program, str(path))
-    with warnings.catch_warnings():  # a note on loading weights that are not on the CPU: they are
+    # torch's archive writer takes a non-contiguous weight (a channels_last conv kernel) for a
+    # slice of a larger tensor and warns that it stores the whole storage instead; for such a
+    # weight the storage is exactly its own data, and the outputs are checked right below
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No complete tensor found")
+        torch.export.save(program, str(path))
         loaded = torch.export.load(str(path))
     return loaded.module()(x)
 
