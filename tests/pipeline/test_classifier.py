@@ -111,3 +111,23 @@ def test_bn_recalibration_leaves_a_model_without_batchnorm_alone():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert not recalibrate_bn(model, [torch.randn(4, 1, 28, 28)])
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_channels_last_keeps_1x1_kernels_on_the_strides_their_gradients_have():
+    """A 1x1 kernel has the same memory in both formats; its gradient comes back with contiguous
+    strides through the factor reshape (dense path) and follows the weight through the conv, so
+    the weight keeps contiguous strides (DDP warns on grads whose strides differ from the weight's)."""
+    from torch import nn
+
+    from tnbench.layers.lowrank import LowRankConv2d
+    from tnbench.pipeline.classifier import to_channels_last
+
+    layer = to_channels_last(LowRankConv2d(nn.Conv2d(8, 16, 3, padding=1), rank=4))
+    first, second = layer.first.weight, layer.second.weight
+    assert first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+    assert second.stride() == (4, 1, 1, 1)
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    for forward in (layer.factorized_forward, lambda x: layer.dense_forward(x, layer.dense_weight())):
+        layer.zero_grad(set_to_none=True)
+        forward(x).square().sum().backward()
+        assert second.grad.stride() == second.stride()

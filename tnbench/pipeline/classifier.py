@@ -51,6 +51,19 @@ def recalibrate_bn(model: nn.Module, loader: Any) -> bool:
     return True
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """`model` in channels-last memory format, its 1x1-kernel weights excepted: such a weight has
+    the same memory in both formats but different strides ([16, 8, 1, 1]: (8, 1, 8, 8) against
+    (8, 1, 1, 1)), and its gradient often comes back with the contiguous ones (e.g. through a
+    reshape of the factor), which DDP reports as grad strides not matching its bucket view. The
+    contiguous strides are taken as a view of the same memory (no copy)."""
+    model.to(memory_format=torch.channels_last)
+    for p in model.parameters():
+        if p.dim() == 4 and p.shape[2:] == (1, 1) and p.is_contiguous():
+            p.data = p.data.as_strided(p.shape, torch.empty(p.shape, device="meta").stride())
+    return model
+
+
 class Classifier(L.LightningModule):
     """Cross-entropy training of `model`; metrics are logged as `<stage>/<name>`.
 
@@ -87,12 +100,12 @@ class Classifier(L.LightningModule):
         self._sums = torch.zeros(3)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         if channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            to_channels_last(self.model)
 
     def for_stage(self, stage: str, optim_cfg: Any = None, epochs: int = 1) -> Classifier:
         self.stage_name, self.optim_cfg, self.epochs = stage, optim_cfg, epochs
         if self.channels_last:  # also covers layers a method swapped in without replace_module
-            self.model.to(memory_format=torch.channels_last)
+            to_channels_last(self.model)
         return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
