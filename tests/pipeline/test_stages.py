@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 from tests.conftest import read_record, run_in_process
+from tnbench.methods.base import LayerReport, Method, kind_of, select_layers
 from tnbench.reporting.wandb_offline import read_run
 
 REQUIRED = ["status", "dataset", "model", "method", "seed", "params_dense", "params_compressed",
@@ -93,3 +95,42 @@ def test_num_threads_applies_to_the_job_and_is_restored(tmp_path):
     rec = run_in_process(tmp_path, "method=none", f"trainer.num_threads={want}", "logger=none")
     assert rec["status"] == "ok" and rec["torch_threads"] == want
     assert torch.get_num_threads() == before
+
+
+class FlatMagnitude(Method):
+    """A plugin-style method that reads each weight through `.view(-1)`, as torch.nn.utils.prune
+    does (which fails on a channels-last weight), and zeroes its smaller half."""
+
+    layouts: list[bool] = []  # per selected 4-d weight: contiguous when compress saw it
+
+    @torch.no_grad()
+    def compress(self, model: nn.Module) -> list[LayerReport]:
+        reports = []
+        for name, layer in select_layers(model, self.cfg.layers):
+            if layer.weight.dim() == 4:
+                FlatMagnitude.layouts.append(layer.weight.is_contiguous())
+            flat = layer.weight.view(-1)
+            flat[flat.abs() < flat.abs().median()] = 0.0
+            reports.append(LayerReport(name, kind_of(layer), list(layer.weight.shape), [], flat.numel(),
+                                       int((flat != 0).sum())))
+        return reports
+
+
+def test_a_method_compresses_the_model_in_the_default_memory_format(tmp_path):
+    from tests.conftest import QUICK, compose
+    from tnbench.methods.base import is_channels_last
+    from tnbench.pipeline.stages import execute
+
+    FlatMagnitude.layouts = []
+    cfg = compose([*QUICK, f"paths.results_dir={tmp_path}", "logger=none", "method=none", "model=lenet5",
+                   "trainer.channels_last=true", f"+method._target_={__name__}.FlatMagnitude",
+                   "method.name=flat_magnitude", "method.layers=all_but_first_last", "pipeline.retrain_epochs=0"])
+    run = execute(cfg, tmp_path / "run")
+    assert run.record["status"] == "ok"
+    assert FlatMagnitude.layouts == [True]  # LeNet-5's second conv, handed over contiguous
+    conv = run.model.features[3].weight
+    assert is_channels_last(run.model) and conv.is_contiguous(memory_format=torch.channels_last)  # trained as before
+    layers = dict(run.model.named_modules())
+    assert [r["weight_params_compressed"] for r in run.record["layers"]] == [
+        int((layers[r["name"]].weight != 0).sum()) for r in run.record["layers"]]
+    assert [r["name"] for r in run.record["layers"]] == ["features.3", "classifier.0", "classifier.2"]

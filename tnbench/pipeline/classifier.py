@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -107,6 +109,20 @@ class Classifier(L.LightningModule):
         if self.channels_last:  # also covers layers a method swapped in without replace_module
             to_channels_last(self.model)
         return self
+
+    @contextmanager
+    def default_memory_format(self) -> Iterator[nn.Module]:
+        """The model in torch's default (contiguous) memory format while inside, then back to
+        channels-last (layers swapped in meanwhile included) where the trainer uses it: a
+        method's `compress` sees the layout torch's own functions assume (torch.nn.utils.prune
+        flattens a weight with `.view(-1)`)."""
+        if self.channels_last:
+            self.model.to(memory_format=torch.contiguous_format)
+        try:
+            yield self.model
+        finally:
+            if self.channels_last:
+                self.model.to(memory_format=torch.channels_last)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tnbench"] = {"stage": self.stage_name, "history": list(self.history), "curve": list(self.curve)}

@@ -224,16 +224,17 @@ def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, 
     if cfg.trainer.measure_speed:
         run.speed_dense = measure(model, input_shape, rec["flops_batch_size"], cfg.trainer.precision)
     t0 = time.perf_counter()
-    torch.manual_seed(stage_seed(cfg.seed, "compress"))  # e.g. ADTN's random gates: the same on a cache hit
-    method, budget = apply_budget(cfg, method, model, input_shape, rec["params_dense"], rec["flops_dense_b1"])
-    if budget:
-        budget["budget_search"]["time_s"] = time.perf_counter() - t0
-        rec.update(budget)
-    t0 = time.perf_counter()
-    torch.manual_seed(stage_seed(cfg.seed, "compress"))  # the budget search may have drawn numbers
-    with compress_progress(enabled=cfg.trainer.progress and is_rank_zero()):
-        layers = [r.as_dict() for r in method.compress(model)]
-    rec["time_compress_s"] = time.perf_counter() - t0
+    with module.default_memory_format():  # what a method (a plugin's included) is handed
+        torch.manual_seed(stage_seed(cfg.seed, "compress"))  # e.g. ADTN's random gates: the same on a cache hit
+        method, budget = apply_budget(cfg, method, model, input_shape, rec["params_dense"], rec["flops_dense_b1"])
+        if budget:
+            budget["budget_search"]["time_s"] = time.perf_counter() - t0
+            rec.update(budget)
+        t0 = time.perf_counter()
+        torch.manual_seed(stage_seed(cfg.seed, "compress"))  # the budget search may have drawn numbers
+        with compress_progress(enabled=cfg.trainer.progress and is_rank_zero()):
+            layers = [r.as_dict() for r in method.compress(model)]
+        rec["time_compress_s"] = time.perf_counter() - t0
     for p in model.parameters():
         if not torch.isfinite(p).all():
             raise Diverged("compress", 0, "compression produced non-finite weights")
