@@ -122,7 +122,7 @@ class Classifier(L.LightningModule):
             yield self.model
         finally:
             if self.channels_last:
-                self.model.to(memory_format=torch.channels_last)
+                to_channels_last(self.model)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tnbench"] = {"stage": self.stage_name, "history": list(self.history), "curve": list(self.curve)}
