@@ -215,17 +215,38 @@ def check_budget(cfg: DictConfig, model: Any) -> None:
     search(knob, size, make_target(cfg, dense), cfg.method.name)
 
 
+def tried_text(n: int) -> str:
+    return f"{n} setting{'' if n == 1 else 's'} tried"
+
+
 def apply_budget(cfg: DictConfig, method: Any, model: Any, input_shape: tuple[int, ...],
-                 dense_params: int, dense_flops: int) -> tuple[Any, dict[str, Any]]:
-    """The method with its knob set to meet the budget, and the record's budget fields."""
+                 dense_params: int, dense_flops: int, show: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The method with its knob set to meet the budget, and the record's budget fields; with
+    `show`, a progress line (settings tried, the closest so far)."""
     kind = budget_kind(cfg.get("budget"))
     if kind is None:
         return method, {}
     from tnbench.methods import build_method
+    from tnbench.pipeline.progress import status_line
 
     knob = knob_of(cfg)
     target = make_target(cfg, dense_params)
-    found = search(knob, sizer(cfg, knob, model, kind, input_shape), target, cfg.method.name)
+    size = sizer(cfg, knob, model, kind, input_shape)
+    tried: dict[Any, int] = {}
+    asked = f"asked {target.text(target.goal)}"
+
+    def sized(value: Any) -> int:
+        tried[value] = int(size(value))
+        best = min(tried, key=lambda v: abs(target.miss(tried[v])))
+        line.show(f"best so far {knob.option}={_fmt(best)} gives {target.text(tried[best])} ({asked})",
+                  tried_text(len(tried)), len(tried))
+        return tried[value]
+
+    with status_line("budget", enabled=show) as line:
+        line.show(f"searching {knob.option} ({asked})", tried_text(0))
+        found = search(knob, sized, target, cfg.method.name)
+        line.finish(f"{knob.option}={_fmt(found.value)} gives {target.text(found.size)} ({asked})",
+                    tried_text(len(tried)))
     record = {
         "budget_kind": kind,
         "budget_asked": target.asked,

@@ -6,6 +6,9 @@ and when an epoch's test pass is done, above it:
     pretrain  epoch 2/3  loss 0.4120  train acc 85.10%  test acc 86.02%  6.1 s
 Compression (any method, through tnbench.methods.base.observe_layers):
     compress  ━━━━━━━━━━━━━━━━━━━━  5/13 layers  features.10  0:01:12 < 0:02:00
+The stretches between them (FLOP counts and speed timings, a budget's search), a `status_line`:
+    measure   ━━━━━━━━━━━━━━━━━━━━  1/3          dense model: timing batch 1  0:00:04 < 0:00:06
+    budget    ━━━━━━━━━━━━━━━━━━━━  7 settings tried  best so far norm_loss=0.3125 gives 4.12x ...
 Every column is fixed-width text that never wraps, so a narrow terminal cuts the bar, not the
 numbers. Off a terminal (logs, CI) rich prints each live line once, finished; the kept epoch
 lines are plain lines.
@@ -183,5 +186,45 @@ def compress_progress(enabled: bool = True) -> Iterator[None]:
         with observe_layers(layers):
             yield
         layers.complete()
+    finally:
+        progress.stop()
+
+
+class StatusLine:
+    """A `status_line` as the code running under it sees it; every call does nothing when the
+    line is off (trainer.progress=false, or not rank zero)."""
+
+    def __init__(self, progress: Progress | None = None, task: TaskID | None = None) -> None:
+        self.progress, self.task = progress, task
+
+    def show(self, detail: str, count: str | None = None, completed: int | None = None) -> None:
+        """What runs now (`detail`), how far along (`count`, and `completed` steps for the bar)."""
+        if self.progress is None:
+            return
+        fields = {"detail": detail, **({"count": count} if count is not None else {})}
+        self.progress.update(self.task, completed=completed, **fields)
+
+    def finish(self, detail: str, count: str | None = None) -> None:
+        """What came out: the bar completes and the line keeps `detail` (off a terminal, the one
+        line printed)."""
+        if self.progress is None:
+            return
+        done = max(int(self.progress.tasks[0].completed), int(self.progress.tasks[0].total or 0), 1)
+        self.progress.update(self.task, total=done, completed=done)
+        self.show(detail, count)
+
+
+@contextmanager
+def status_line(name: str, total: int | None = None, enabled: bool = True) -> Iterator[StatusLine]:
+    """One live line named `name` for a stretch of `total` steps (None: not known ahead, the bar
+    pulses), with the elapsed time; the code inside updates it through the StatusLine."""
+    if not enabled:
+        yield StatusLine()
+        return
+    progress = _progress(BarColumn(bar_width=20), _text("{task.fields[count]}", 12), _text("{task.fields[detail]}"))
+    line = StatusLine(progress, progress.add_task(name, total=total, count="", detail=""))
+    progress.start()
+    try:
+        yield line
     finally:
         progress.stop()

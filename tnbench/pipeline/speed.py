@@ -12,13 +12,15 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from tnbench.methods.base import is_channels_last
+from tnbench.pipeline.metrics import record_flops
+from tnbench.pipeline.progress import status_line
 
 
 def _sync(device: torch.device) -> None:
@@ -65,9 +67,13 @@ def time_forward(model: nn.Module, input_shape: Sequence[int], batch: int, preci
 
 
 def measure(model: nn.Module, input_shape: Sequence[int], eval_batch: int, precision: str = "32-true",
-            budget_s: float = 0.3) -> dict[str, Any]:
-    """Latency at batch 1 (ms) and throughput at `eval_batch` (examples/s) of `model`."""
+            budget_s: float = 0.3, step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Latency at batch 1 (ms) and throughput at `eval_batch` (examples/s) of `model`; `step` is
+    told each batch size before it is timed (a progress line)."""
+    step = step or (lambda batch: None)
+    step(1)
     one = time_forward(model, input_shape, 1, precision, budget_s)
+    step(eval_batch)
     many = time_forward(model, input_shape, eval_batch, precision, budget_s)
     return {"latency_ms": 1000.0 * one["seconds"], "throughput": eval_batch / many["seconds"],
             "passes": [one["passes"], many["passes"]]}
@@ -87,3 +93,31 @@ def speed_record(dense: dict[str, Any], compressed: dict[str, Any], device: torc
                   "batch_throughput": eval_batch, "precision": str(precision),
                   "passes_dense": dense["passes"], "passes_compressed": compressed["passes"]},
     }
+
+
+def measure_cost(rec: dict[str, Any], model: nn.Module, input_shape: Sequence[int], which: str, *, flops: bool = True,
+                 speed: bool = False, precision: str = "32-true", layers: Sequence[str] | None = None,
+                 show: bool = False) -> dict[str, Any] | None:
+    """The model's FLOP counts into `rec` (tnbench.pipeline.metrics.record_flops, for `which`:
+    dense or compressed) and, with `speed`, its measured speed (returned), under one progress
+    line: each is a forward pass or several at the evaluation batch, seconds for a VGG-16 on a CPU."""
+    batch, subject = rec["flops_batch_size"], f"{which} model"
+    total = int(flops) + 2 * int(speed)
+    timed = None
+    with status_line("measure", total, enabled=show) as line:
+        if flops:
+            line.show(f"{subject}: counting FLOPs at batch {batch}" + (" and 1" if batch != 1 else ""), f"0/{total}", 0)
+            record_flops(rec, model, input_shape, which, layers)
+        if speed:
+            done = iter(range(int(flops), total))
+
+            def timing(b: int) -> None:
+                n = next(done)
+                line.show(f"{subject}: timing batch {b}", f"{n}/{total}", n)
+
+            timed = measure(model, input_shape, batch, precision, step=timing)
+        parts = [f"{rec[f'flops_{which}_b1'] / 1e6:,.2f} MFLOPs"] if flops else []
+        if timed is not None:
+            parts.append(f"{timed['latency_ms']:.2f} ms at batch 1, {timed['throughput']:,.0f}/s at batch {batch}")
+        line.finish(f"{subject}: " + ", ".join(parts), f"{total}/{total}")
+    return timed

@@ -30,11 +30,11 @@ from tnbench.pipeline.classifier import Classifier, stage_seed
 from tnbench.pipeline.failpoints import failpoint
 from tnbench.pipeline.identity import pretrain_identity, pretrain_key
 from tnbench.pipeline.integrity import CheckpointSetAside, lightning_checkpoint_problem, remove_temps, set_aside
-from tnbench.pipeline.metrics import compression_summary, count_params, count_weights, record_flops
+from tnbench.pipeline.metrics import compression_summary, count_params, count_weights
 from tnbench.pipeline.progress import compress_progress
 from tnbench.pipeline.resume import EpochCheckpoint, checkpoint_path, load_state, save_state
 from tnbench.pipeline.selection import ModelSelection
-from tnbench.pipeline.speed import measure, speed_record
+from tnbench.pipeline.speed import measure_cost, speed_record
 from tnbench.pipeline.trainer import finish_logger, log_curve, make_logger, make_trainer
 from tnbench.pipeline.twin import find_or_train, needs_twin, record_recovery
 from tnbench.reporting.console import console, print_summary, stage_banner
@@ -62,6 +62,11 @@ class Run:
     state: dict[str, Any] = field(default_factory=dict)
     model: Any = None  # the network, compressed once the compress stage has run
     speed_dense: dict[str, Any] | None = None  # the dense model's measured speed (compress stage)
+
+    @property
+    def show(self) -> bool:
+        """Whether this process shows progress lines (trainer.progress, rank zero)."""
+        return bool(self.cfg.trainer.progress) and is_rank_zero()
 
     def save_state(self) -> None:
         if is_rank_zero():
@@ -220,19 +225,20 @@ def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, 
     rec["weights_dense"] = count_weights(model)
     rec["flops_batch_size"] = min(cfg.dataset.eval_batch_size, rec["num_test"])  # the last batch may be smaller
     rec["flops_layers"] = {}
-    record_flops(rec, model, input_shape, "dense", [n for n, _ in compressible_layers(model)])
-    if cfg.trainer.measure_speed:
-        run.speed_dense = measure(model, input_shape, rec["flops_batch_size"], cfg.trainer.precision)
+    run.speed_dense = measure_cost(rec, model, input_shape, "dense", speed=cfg.trainer.measure_speed,
+                                   precision=cfg.trainer.precision, layers=[n for n, _ in compressible_layers(model)],
+                                   show=run.show)
     t0 = time.perf_counter()
     with module.default_memory_format():  # what a method (a plugin's included) is handed
         torch.manual_seed(stage_seed(cfg.seed, "compress"))  # e.g. ADTN's random gates: the same on a cache hit
-        method, budget = apply_budget(cfg, method, model, input_shape, rec["params_dense"], rec["flops_dense_b1"])
+        method, budget = apply_budget(cfg, method, model, input_shape, rec["params_dense"], rec["flops_dense_b1"],
+                                      show=run.show)
         if budget:
             budget["budget_search"]["time_s"] = time.perf_counter() - t0
             rec.update(budget)
         t0 = time.perf_counter()
         torch.manual_seed(stage_seed(cfg.seed, "compress"))  # the budget search may have drawn numbers
-        with compress_progress(enabled=cfg.trainer.progress and is_rank_zero()):
+        with compress_progress(enabled=run.show):
             layers = [r.as_dict() for r in method.compress(model)]
         rec["time_compress_s"] = time.perf_counter() - t0
     for p in model.parameters():
@@ -241,7 +247,7 @@ def compress(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, 
     rec["layers"] = layers
     rec.update(compression_summary(rec["params_dense"], count_params(model), layers, getattr(method, "count_rule", None),
                                    rec["weights_dense"]))
-    record_flops(rec, model, input_shape, "compressed")
+    measure_cost(rec, model, input_shape, "compressed", show=run.show)
     rec["acc_compressed"] = evaluate(run, module, dm, "compress")
     if budget:
         rec["budget_reached"] = budget_reached(rec)
@@ -318,13 +324,14 @@ def retrain(run: Run, module: Classifier, dm: InMemoryDataModule, method: Any, i
         rec["layers"] = layers
         rec.update(compression_summary(rec["params_dense"], count_params(module.model), layers, getattr(method, "count_rule", None),
                                        rec["weights_dense"]))
-        record_flops(rec, module.model, input_shape, "compressed")
+        measure_cost(rec, module.model, input_shape, "compressed", show=run.show)
         if "budget_kind" in rec:
             rec["budget_reached"] = budget_reached(rec)
     rec.update(method.extra_record())
     if cfg.trainer.measure_speed and run.speed_dense is not None:
         model = module.model
-        compressed = measure(model, input_shape, rec["flops_batch_size"], cfg.trainer.precision)
+        compressed = measure_cost(rec, model, input_shape, "compressed", flops=False, speed=True,
+                                  precision=cfg.trainer.precision, show=run.show)
         rec.update(speed_record(run.speed_dense, compressed, next(model.parameters()).device,
                                 rec["flops_batch_size"], cfg.trainer.precision))
 
