@@ -69,6 +69,9 @@ def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None)
     if config_dir is not None:
         if any(o.startswith("hydra.searchpath=") for o in overrides):
             raise ConfigError("give config_dir or a hydra.searchpath override, not both")
+        if not Path(config_dir).is_dir():
+            raise ConfigError(f"config_dir={str(config_dir)!r} is not a directory (a folder of config groups: "
+                              f"method/NAME.yaml, model/NAME.yaml, dataset/NAME.yaml)")
         overrides.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
     register_configs()
     gh = GlobalHydra.instance()

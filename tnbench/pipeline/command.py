@@ -68,17 +68,7 @@ class Command:
 
         self.args = args = read_args(argv)
         self.config_name = args.config_name if args.config_name is not None else config_name
-        config_path = args.config_path if args.config_path is not None else config_path
-        search_path, task_name = _search_path(task_function, config_path)
-        if args.config_dir is not None:
-            from hydra.core.config_search_path import SearchPathQuery
-
-            config_dir = os.path.abspath(args.config_dir)
-            if not os.path.isdir(config_dir):
-                raise ConfigError(f"--config-dir {config_dir} is not a directory")
-            search_path.prepend(provider="command-line", path=f"file://{config_dir}",
-                                anchor=SearchPathQuery(provider="schema"))
-        self.hydra = Hydra.create_main_hydra2(task_name=task_name, config_search_path=search_path)
+        self.hydra = Hydra.create_main_hydra2(*_main_search_path(args, task_function, config_path))
         self.overrides = list(args.overrides)
         self.multirun = self._mode()
 
@@ -245,6 +235,50 @@ def run_dir_of(cfg: DictConfig, multirun: bool) -> str | None:
     except (OmegaConfBaseException, ValueError):
         return None
     return os.path.abspath(path)
+
+
+def _main_search_path(args: Any, task_function: Callable[..., Any] | None, config_path: str | None) -> tuple[str, Any]:
+    """The task name and the config search path `@hydra.main` builds: the primary config
+    directory (`--config-path` or the task's own), then `--config-dir`."""
+    config_path = args.config_path if args.config_path is not None else config_path
+    search_path, task_name = _search_path(task_function, config_path)
+    if args.config_dir is not None:
+        from hydra.core.config_search_path import SearchPathQuery
+
+        config_dir = os.path.abspath(args.config_dir)
+        if not os.path.isdir(config_dir):
+            raise ConfigError(f"--config-dir {config_dir} is not a directory")
+        search_path.prepend(provider="command-line", path=f"file://{config_dir}",
+                            anchor=SearchPathQuery(provider="schema"))
+    return task_name, search_path
+
+
+TNBENCH_CONF = "pkg://tnbench.conf"
+
+
+def searches_tnbench_conf(argv: list[str], task_function: Callable[..., Any] | None, config_path: str | None,
+                          config_name: str | None) -> bool:
+    """Whether tnbench's own config groups (tnbench/conf) are on the search path Hydra composes
+    `argv` with, `hydra.searchpath` (of the command line, else of the primary config) included.
+    `--config-path DIR` replaces them unless DIR's primary config adds `pkg://tnbench.conf`."""
+    import warnings
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    args = read_args(argv)
+    _, search_path = _main_search_path(args, task_function, config_path)
+    loader = ConfigLoaderImpl(config_search_path=search_path)
+    name = args.config_name if args.config_name is not None else config_name
+    hydra_overrides = [o for o in args.overrides if o.lstrip("+~").startswith("hydra.")]
+    with warnings.catch_warnings():  # a search path entry that does not exist: Hydra warns when it runs
+        warnings.simplefilter("ignore")
+        _, caching = loader._parse_overrides_and_create_caching_repo(name, hydra_overrides)
+    own = os.path.realpath(os.path.join(os.path.dirname(__file__), os.pardir, "conf"))
+    for source in caching.get_sources():
+        path = str(source.full_path())
+        if path.rstrip("/") == TNBENCH_CONF or (source.scheme() == "file" and os.path.realpath(source.path) == own):
+            return True
+    return False
 
 
 def _search_path(task_function: Callable[..., Any] | None, config_path: str | None) -> tuple[Any, str]:

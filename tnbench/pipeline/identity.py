@@ -16,6 +16,14 @@ leaf of the config and fails on one that changes no key without being listed):
   cache entry its name (at another value they are hashed like any setting). The report reads a
   record written before the option existed as having that default (`with_added_defaults`).
 
+A dataset, model or method from outside tnbench (tnbench.registry) is keyed by the object it
+resolves to, not by the route that found it: its section's `_target_` is replaced by that
+object's import path (`module.qualname`) whether the section named it by `_target_` or the
+entry was found by name through an entry point. Moving a plugin from a folder (`_target_`) to
+an installed package (entry point) keeps every run and cache entry its name, and two different
+classes under one name never share a key. A built-in entry keeps no `_target_` in the key (a
+`_target_` naming tnbench's own class is the name's class), so built-in keys are unchanged.
+
 `run_key` is registered as the OmegaConf resolver `tnbench_key`, used by conf/config.yaml's
 `run_id`. This module imports no torch at module level; the key needs the method's and the
 dataset's schemas, so resolving it loads their registries (as any run does anyway).
@@ -89,6 +97,38 @@ def _typed_section(group: str, plain: Any) -> Any:
         return plain
 
 
+REGISTRIES = {"dataset": ("tnbench.data", "DATASETS"), "model": ("tnbench.models", "MODELS"),
+              "method": ("tnbench.methods", "METHODS")}
+
+
+def entry_path(group: str, section: dict[str, Any]) -> str | None:
+    """The import path (`module.qualname`) of the dataset/model/method a section names, if it
+    comes from outside tnbench (by `_target_` or an entry point); None for a built-in entry or
+    one that cannot be resolved (the check says why)."""
+    import importlib
+
+    try:
+        module, attr = REGISTRIES[group]
+        obj = getattr(importlib.import_module(module), attr).resolve(OmegaConf.create(section))
+    except Exception:
+        return None
+    where = str(getattr(obj, "__module__", None) or "")
+    if where == "tnbench" or where.startswith("tnbench."):
+        return None
+    return f"{where}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
+def _keyed_by_entry(group: str, section: Any) -> Any:
+    """`section` with `_target_` replaced by the entry's import path (outside tnbench) or dropped."""
+    if not isinstance(section, dict):
+        return section
+    path = entry_path(group, section)
+    section = {k: v for k, v in section.items() if k != "_target_"}
+    if path is not None:
+        section["_target_"] = path
+    return section
+
+
 def method_ignores(section: dict[str, Any], budgeted: bool = True) -> set[str]:
     """The options of a (typed, plain) method section that its method does not read or that
     cannot change its numbers (`Method.ignored`; without a budget also `Method.budget_options`)."""
@@ -147,6 +187,9 @@ def identity(cfg: DictConfig, leave_out: tuple[dict[str, str], ...] = (NOT_RESUL
         for option in method_ignores(plain["method"], budget_kind(budget if isinstance(budget, dict) else None)
                                      is not None):
             plain["method"].pop(option, None)
+    for group in REGISTRIES:
+        if group in plain:
+            plain[group] = _keyed_by_entry(group, plain[group])
     for dotted in sorted(drop):
         _drop(plain, dotted)
     for dotted, (default, _) in ADDED.items():

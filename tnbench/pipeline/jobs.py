@@ -69,7 +69,7 @@ def _one_line(e: BaseException) -> str:
 
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
         group, _, name = e.missing_cfg_file.partition("/")
-        return f"{group}={name!r} is not known; allowed: {', '.join(e.options or [])}"
+        return f"{group}={name!r} is not known; allowed: {', '.join(e.options or [])}{_no_yaml_hint(group, name)}"
     merging = re.match(r"Error merging override ([^=\s]+)=", str(e))
     if merging:
         from tnbench.config import wrong_type
@@ -90,6 +90,34 @@ def _one_line(e: BaseException) -> str:
             parts.append(text)
         e = e.__cause__
     return ": ".join(parts) or "invalid configuration"
+
+
+def _no_yaml_hint(group: str, name: str) -> str:
+    """For a name an installed package registers (entry point) that no config folder has a YAML
+    for: what to add. Read from the distributions' metadata, nothing imported."""
+    from importlib.metadata import entry_points
+
+    if group not in ("dataset", "model", "method"):
+        return ""
+    found = [ep for ep in entry_points(group=f"tnbench.{group}s") if ep.name == name]
+    if not found:
+        return ""
+    return (f" ({group} {name!r} is registered by the entry point {found[0].value} but has no config: add "
+            f"{group}/{name}.yaml, at least `name: {name}`, to a folder given by --config-dir or hydra.searchpath)")
+
+
+def _search_path_hint(argv: list[str], task_function: Any, config_path: str, config_name: str) -> str:
+    """When tnbench's own config groups are not on the search path (`--config-path DIR` replaces
+    them): how to add them. Empty when they are, or when that cannot be told."""
+    from tnbench.pipeline.command import TNBENCH_CONF, searches_tnbench_conf
+
+    try:
+        if searches_tnbench_conf(argv, task_function, config_path, config_name):
+            return ""
+    except Exception:  # the problem itself is what the user sees then
+        return ""
+    return (f" (tnbench's config groups are not on the search path, --config-path replaces them: add "
+            f"{TNBENCH_CONF} to hydra.searchpath in your primary config, or give your folder with --config-dir)")
 
 
 def _unknown_key(e: BaseException, argv: list[str], task_function: Any, config_path: str,
@@ -119,7 +147,8 @@ def _unknown_key(e: BaseException, argv: list[str], task_function: Any, config_p
 
             from tnbench.models import _GEOMETRY, MODELS
 
-            allowed = [p for p in inspect.signature(MODELS.get(str(cfg.model.name))).parameters if p not in _GEOMETRY]
+            builder = MODELS.resolve(cfg.model)  # by name, or a plugin's `_target_`
+            allowed = [p for p in inspect.signature(builder).parameters if p not in _GEOMETRY]
             parent = f"model={cfg.model.name}"
         name = f"={node.name}" if parent in ("dataset", "model", "method") and "name" in node else ""
     except Exception:  # the original message then
@@ -198,14 +227,15 @@ def check_command(argv: list[str], config_dir: str | None = None, task_function:
         jobs = command.jobs()
         return _check_jobs(jobs)
     except BAD_INPUT as e:
-        return Plan(problem=_first_line(e))
+        problem = _first_line(e)
     except (HydraException, OmegaConfBaseException) as e:
-        return Plan(problem=_unknown_key(e, argv, task_function, config_path, config_name) or _one_line(e))
+        problem = _unknown_key(e, argv, task_function, config_path, config_name) or _one_line(e)
     finally:
         if backup is None:
             GlobalHydra.instance().clear()
         else:
             restore_gh_from_backup(backup)
+    return Plan(problem=problem + _search_path_hint(argv, task_function, config_path, config_name))
 
 
 def _check_jobs(jobs: Any) -> Plan:

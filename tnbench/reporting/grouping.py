@@ -19,6 +19,10 @@ import numpy as np
 import pandas as pd
 
 SKIPPED = ("seed", "run_id", "experiment_name", "hydra")
+# How a plugin entry was found (`_target_` in its YAML, or an entry point without one) is not a
+# setting: the runs are one setting and one run key (tnbench.pipeline.identity keys a plugin by
+# the object it resolves to), so the report neither splits them nor shows `_target_=...`.
+ENTRY_ROUTE = ("dataset._target_", "model._target_", "method._target_")
 
 
 def _config(rec: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +58,7 @@ def config_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         unread = tuple(f"method.{o}" for o in method_ignores(method, budget_kind(config.get("budget")) is not None))
         flat = pd.json_normalize(config, sep=".").to_dict("records")
         row = {k: _plain(v) for k, v in (flat[0] if flat else {}).items()
-               if not any(k == p or k.startswith(p + ".") for p in (*ignored, *unread))}
+               if k not in ENTRY_ROUTE and not any(k == p or k.startswith(p + ".") for p in (*ignored, *unread))}
         rows.append(row)
     return pd.DataFrame(rows, index=range(len(records)))
 
