@@ -253,15 +253,17 @@ def _main_search_path(args: Any, task_function: Callable[..., Any] | None, confi
     return task_name, search_path
 
 
-TNBENCH_CONF = "pkg://tnbench.conf"
+TNBENCH_CONF = "pkg://tnbench.conf"  # tnbench's config groups, as a Hydra search path entry
 
 
-def searches_tnbench_conf(argv: list[str], task_function: Callable[..., Any] | None, config_path: str | None,
+def finds_tnbench_configs(argv: list[str], task_function: Callable[..., Any] | None, config_path: str | None,
                           config_name: str | None) -> bool:
-    """Whether tnbench's own config groups (tnbench/conf) are on the search path Hydra composes
-    `argv` with, `hydra.searchpath` (of the command line, else of the primary config) included.
-    `--config-path DIR` replaces them unless DIR's primary config adds `pkg://tnbench.conf`."""
+    """Whether every config of tnbench's own groups (tnbench/conf/GROUP/NAME.yaml) is found on
+    the search path Hydra composes `argv` with, `hydra.searchpath` (of the command line, else of
+    the primary config) included. `--config-path DIR` replaces tnbench's folder unless DIR's
+    primary config adds `pkg://tnbench.conf` (or DIR holds a copy of it)."""
     import warnings
+    from pathlib import Path
 
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
@@ -272,13 +274,9 @@ def searches_tnbench_conf(argv: list[str], task_function: Callable[..., Any] | N
     hydra_overrides = [o for o in args.overrides if o.lstrip("+~").startswith("hydra.")]
     with warnings.catch_warnings():  # a search path entry that does not exist: Hydra warns when it runs
         warnings.simplefilter("ignore")
-        _, caching = loader._parse_overrides_and_create_caching_repo(name, hydra_overrides)
-    own = os.path.realpath(os.path.join(os.path.dirname(__file__), os.pardir, "conf"))
-    for source in caching.get_sources():
-        path = str(source.full_path())
-        if path.rstrip("/") == TNBENCH_CONF or (source.scheme() == "file" and os.path.realpath(source.path) == own):
-            return True
-    return False
+        _, repo = loader._parse_overrides_and_create_caching_repo(name, hydra_overrides)
+    own = Path(__file__).resolve().parent.parent / "conf"
+    return all(repo.config_exists(f"{p.parent.name}/{p.stem}") for p in own.glob("*/*.yaml"))
 
 
 def _search_path(task_function: Callable[..., Any] | None, config_path: str | None) -> tuple[Any, str]:

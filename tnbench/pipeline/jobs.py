@@ -109,10 +109,10 @@ def _no_yaml_hint(group: str, name: str) -> str:
 def _search_path_hint(argv: list[str], task_function: Any, config_path: str, config_name: str) -> str:
     """When tnbench's own config groups are not on the search path (`--config-path DIR` replaces
     them): how to add them. Empty when they are, or when that cannot be told."""
-    from tnbench.pipeline.command import TNBENCH_CONF, searches_tnbench_conf
+    from tnbench.pipeline.command import TNBENCH_CONF, finds_tnbench_configs
 
     try:
-        if searches_tnbench_conf(argv, task_function, config_path, config_name):
+        if finds_tnbench_configs(argv, task_function, config_path, config_name):
             return ""
     except Exception:  # the problem itself is what the user sees then
         return ""
