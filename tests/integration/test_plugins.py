@@ -269,11 +269,13 @@ def test_the_check_finds_plugin_configs_by_config_dir_and_config_path(plugin_her
         "model.options.hiden is not an option of model=mymodel; allowed: hidden"
 
     # --config-path replaces tnbench's config folder: a primary config of one's own that adds it back
-    (conf / "myexp.yaml").write_text("defaults:\n  - config\n  - _self_\nhydra:\n  searchpath: [pkg://tnbench.conf]\n"
-                                     "pipeline:\n  retrain_epochs: 4\n")
+    (myexp,) = re.findall(r"```yaml\n# conf/myexp.yaml[^\n]*\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    (conf / "myexp.yaml").write_text(myexp)  # the README's
     for primary in (["--config-path", str(conf), "--config-name", "myexp"], ["-cp", str(conf), "-cn", "myexp"]):
         plan = check_command([*primary, *job])
         assert plan.problem is None and "-mymodel-prune-s0-" in plan.jobs[0][1], plan.problem
+    problem = check_command(["-cp", str(conf), "-cn", "myexp", *job, "pipeline.retrain_epochs=-1"]).problem
+    assert problem.startswith("pipeline.retrain_epochs must be") and "searchpath" not in problem  # groups are there
     (conf / "config.yaml").write_text((Path(__file__).parents[2] / "tnbench" / "conf" / "config.yaml").read_text())
     problem = check_command(["--config-path", str(conf), *job]).problem
     assert problem.startswith("logger='wandb' is not known") and "\n" not in problem
