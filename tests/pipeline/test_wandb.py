@@ -87,7 +87,10 @@ def test_each_stage_has_its_own_monotone_axis(jobs):
         history = read_run(wandb_runs(run)[0])["history"]
         assert_monotone_per_stage(history)
         tested = {s: [r[f"{s}/epoch"] for r in stage_rows(history, s) if f"{s}/val_acc" in r] for s in STAGES}
-        assert tested == {"pretrain": [1, 2, 2], "compress": [0], "retrain": [1, 2]}
+        # once per epoch: the pretrained model's own test (acc_pretrain) is the last epoch's,
+        # after a fit and on a cache hit alike, so it adds no second row at pretrain/epoch 2
+        assert tested == {"pretrain": [1, 2], "compress": [0], "retrain": [1, 2]}
+        assert all(f"{s}/val_loss" in r for s in STAGES for r in stage_rows(history, s) if f"{s}/val_acc" in r)
 
 
 def test_pretrain_curve_is_logged_on_a_cache_hit(jobs):
@@ -101,11 +104,41 @@ def test_pretrain_curve_is_logged_on_a_cache_hit(jobs):
         for row in stage_rows(read_run(wandb_runs(run_dir(cwd, rank))[0])["history"], "pretrain"):
             if "pretrain/epoch" in row:
                 by_epoch.setdefault(row["pretrain/epoch"], {}).update(row)
-        curves.append([(e, r["pretrain/val_acc"], r["pretrain/train_loss_epoch"], r["pretrain/train_acc"])
-                       for e, r in by_epoch.items()])
-    # the cached curve is the trained one: per-epoch test accuracy, training loss and accuracy
+        curves.append([(e, r["pretrain/val_acc"], r["pretrain/val_loss"], r["pretrain/train_loss_epoch"],
+                        r["pretrain/train_acc"]) for e, r in by_epoch.items()])
+    # the cached curve is the trained one: per-epoch test accuracy and loss, training loss and accuracy
     assert [c[0] for c in curves[1]] == [1, 2]
     assert [pytest.approx(c) for c in curves[1]] == curves[0]
+
+
+def epoch_rows(history: list[dict], stage: str) -> dict:
+    """A stage's epoch-level numbers, by epoch (the per-step rows left out)."""
+    by_epoch: dict = {}
+    for row in stage_rows(history, stage):
+        if f"{stage}/step" not in row:
+            by_epoch.setdefault(row[f"{stage}/epoch"], {}).update(row)
+    return by_epoch
+
+
+def test_a_run_resumed_after_a_kill_logs_the_epochs_done_before_it(jobs, tmp_path):
+    """A SIGKILL loses the killed attempt's W&B rows (its offline file keeps little more than its
+    header): the resumed attempt logs the finished pretraining (from its weights' entry) and the
+    retrain epoch done before the kill (from the epoch checkpoint) again, so the run's curves are
+    the uninterrupted run's."""
+    killed = run_cli([*JOB, "method.rank=4"], tmp_path, env={"TNBENCH_FAILPOINT": "retrain:epoch:1"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = run_cli([*JOB, "method.rank=4"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run = run_dir(tmp_path, 4)
+    assert read_record(run)["resumed_stages"] == ["retrain"]
+    *_, last = wandb_runs(run)
+    history = read_run(last)["history"]
+    assert_monotone_per_stage(history)
+    want = read_run(wandb_runs(run_dir(jobs[0], 4))[0])["history"]  # the same job, never killed
+    for stage in STAGES:
+        got, ref = epoch_rows(history, stage), epoch_rows(want, stage)
+        assert list(got) == list(ref) == ([0] if stage == "compress" else [1, 2])
+        assert {e: pytest.approx(r) for e, r in got.items()} == ref
 
 
 def test_a_job_found_done_under_a_sweep_agent_logs_its_record(jobs):

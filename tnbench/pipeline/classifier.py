@@ -95,11 +95,12 @@ class Classifier(L.LightningModule):
         self.optim_cfg: Any = None
         self.epochs = 1
         self.history: list[float] = []  # test accuracy after each training epoch of a fit
-        # the epoch-level numbers of each epoch of a fit (the pretrain cache keeps them, to
-        # draw the pretrain curve again on a cache hit)
+        # the epoch-level numbers of each epoch of a fit (the pretrain cache and the epoch
+        # checkpoints keep them, to log the curve again on a cache hit or after a resume)
         self.curve: list[dict[str, float]] = []
         self.epochs_done: dict[str, int] = {}  # per stage: where a test pass alone is plotted
         self._sums = torch.zeros(3)
+        self._val_sums = torch.zeros(2)  # test loss * n, n
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         if channels_last:
             to_channels_last(self.model)
@@ -198,26 +199,37 @@ class Classifier(L.LightningModule):
         if self.bn_recalibration and not self.trainer.sanity_checking:
             recalibrate_bn(self.model, self.trainer.datamodule.statistics_dataloader())
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(2, device=self.device)
+
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self.model(x)
         self.val_acc.update(logits, y)
-        self.log(f"{self.stage_name}/val_loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True)
+        # summed here rather than self.log'd, so the epoch's mean is at hand for the curve below
+        self._val_sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum"),
+                                       y.new_tensor(y.numel(), dtype=torch.float32)])
 
     def on_validation_epoch_end(self) -> None:
         # torchmetrics syncs its state over DDP ranks in compute()
         acc = self.val_acc.compute() * 100.0
         self.val_acc.reset()
+        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        val_loss = sums[0] / sums[1].clamp(min=1)
         fitting = self.trainer.state.fn == "fit" and not self.trainer.sanity_checking
         epoch = self.current_epoch + 1 if fitting else self.epochs_done.get(self.stage_name, 0)
-        self.log_dict({f"{self.stage_name}/val_acc": acc, f"{self.stage_name}/epoch": float(epoch)})
+        # A test pass alone after the stage's epochs (the pretrained model's accuracy, after a fit
+        # or a cache hit) tests what its last epoch tested: W&B got that row with the curve.
+        repeat = not fitting and epoch > 0
+        self.log_dict({f"{self.stage_name}/val_acc": acc, f"{self.stage_name}/val_loss": val_loss,
+                       f"{self.stage_name}/epoch": float(epoch)}, logger=not repeat)
         if fitting:
             self.history.append(float(acc))
             self.epochs_done[self.stage_name] = epoch
             # the training sums are complete here (the test pass follows an epoch's last step)
             loss, train_acc = self._train_epoch_metrics()
             self.curve.append({"epoch": epoch, "train_loss_epoch": float(loss), "train_acc": float(train_acc),
-                               "val_acc": float(acc)})
+                               "val_acc": float(acc), "val_loss": float(val_loss)})
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.parameters(), self.optim_cfg)

@@ -21,6 +21,7 @@ import lightning as L
 
 from tnbench.pipeline.failpoints import failpoint
 from tnbench.pipeline.integrity import read_json, state_problem
+from tnbench.pipeline.trainer import log_curve
 from tnbench.reporting.records import write_json_atomic
 
 STATE = "state.json"
@@ -59,11 +60,17 @@ def checkpoint_path(run_dir: Path, stage: str) -> Path:
 
 
 class EpochCheckpoint(L.Callback):
-    """Saves the full training state after every epoch, atomically (temp file + rename)."""
+    """Saves the full training state after every epoch, atomically (temp file + rename). A fit
+    resumed from it logs its finished epochs' rows again (the Classifier's `curve`, restored
+    with the checkpoint): the W&B rows of a killed attempt are mostly lost with it."""
 
     def __init__(self, path: Path, stage: str) -> None:
         self.path = Path(path)
         self.stage = stage
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is not None:
+            log_curve(trainer.logger, self.stage, getattr(pl_module, "curve", []))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

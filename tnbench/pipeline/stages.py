@@ -95,8 +95,8 @@ def base_record(cfg: DictConfig) -> dict[str, Any]:
 def evaluate(run: Run, module: Classifier, dm: InMemoryDataModule, stage: str) -> float:
     trainer = make_trainer(run.cfg, epochs=1, logger=run.logger, run_dir=run.run_dir)
     module.for_stage(stage)
-    out = trainer.validate(module, datamodule=dm, verbose=False)
-    return float(out[0][f"{stage}/val_acc"])
+    trainer.validate(module, datamodule=dm, verbose=False)
+    return float(trainer.callback_metrics[f"{stage}/val_acc"])  # also when not logged (Classifier)
 
 
 def fit(run: Run, module: Classifier, dm: InMemoryDataModule, stage: str, epochs: int, optim_cfg: Any,
@@ -163,8 +163,12 @@ def pretrain(run: Run, module: Classifier, dm: InMemoryDataModule) -> None:
         if own and path.parent == cache.root and is_rank_zero():
             cache.tidy(path, enabled="ddp" not in str(cfg.trainer.strategy))
         try:
-            load_into(module.model, load_checkpoint(path, require_sidecar=own), path)
+            blob = load_checkpoint(path, require_sidecar=own)
+            load_into(module.model, blob, path)
             rec.update(done["record"])
+            # the killed attempt's W&B rows are mostly lost: the stage's curve again, from its weights
+            curve = (blob.get("meta") or {}).get("curve") if own else None
+            log_curve(run.logger, "pretrain", curve or [{"epoch": 0, "val_acc": rec.get("acc_pretrain")}])
             return
         except CheckpointError as e:
             if own and path.exists() and path.parent == run.run_dir / "checkpoints" and is_rank_zero():

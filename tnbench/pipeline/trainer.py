@@ -150,12 +150,15 @@ class StageWandbLogger(WandbLogger):
 
 
 def log_curve(logger: Any, stage: str, rows: list[dict[str, Any]]) -> None:
-    """Log per-epoch rows (`{"epoch": n, metric: value, ...}`) of a stage that did not run in
-    this job: the pretrain curve on a pretrain-cache hit, a finished record's curves."""
+    """Log per-epoch rows (`{"epoch": n, metric: value, ...}`) of a stage that did not run (or
+    not wholly) in this job: the pretrain curve on a pretrain-cache hit, the epochs finished
+    before a resume, a finished record's curves. Missing values (None) are left out."""
     if logger is None:
         return
     for row in rows:
-        logger.log_metrics({f"{stage}/{k}": v for k, v in row.items()})
+        row = {f"{stage}/{k}": v for k, v in row.items() if v is not None}
+        if set(row) - {f"{stage}/epoch"}:
+            logger.log_metrics(row)
 
 
 def log_finished_record(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
