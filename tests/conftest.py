@@ -132,3 +132,21 @@ def one_thread() -> Iterator[None]:
 def data_dir() -> str:
     """The repo's data dir (Fashion-MNIST is unpacked there from Debian's package)."""
     return str(REPO / "data")
+
+
+@pytest.fixture
+def decompositions(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Calls of torch's SVD and eigen-solvers (svd, svdvals, eigh, eigvalsh) from here on, by name:
+    the real functions, counted."""
+    import torch
+
+    calls: dict[str, int] = {}
+    for name in ("svd", "svdvals", "eigh", "eigvalsh"):
+        real = getattr(torch.linalg, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls[_name] = calls.get(_name, 0) + 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(torch.linalg, name, counted)
+    return calls

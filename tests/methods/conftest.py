@@ -107,3 +107,23 @@ def tau_budget_runs(tmp_path: Path) -> Callable[[str], dict[int, dict]]:
         return recs
 
     return run
+
+
+@pytest.fixture
+def check_tau_budget_decomposes_once(tmp_path: Path, decompositions: dict[str, int]) -> Callable[[str, int], None]:
+    """For a rank-adaptive method with method.budget_knob=tau on LeNet-5: the search reads each
+    factored axis's spectrum and compress starts the layer from the same decomposition, so the run
+    decomposes each (layer, axis) once (`axes` in all), and its layers are those of a run at the
+    chosen tau (rank_init=tau) without a budget."""
+
+    def check(method: str, axes: int) -> None:
+        quick = ["logger=none", "model=lenet5", f"method={method}", "pipeline.retrain_epochs=0",
+                 "trainer.measure_speed=false"]
+        rec = run_in_process(tmp_path, *quick, "budget.ratio=3", "method.budget_knob=tau", name="budget")
+        assert rec["status"] == "ok" and len(rec["budget_search"]["evaluations"]) > 3
+        assert set(decompositions) <= {"svd", "eigh"} and sum(decompositions.values()) == axes
+        plain = run_in_process(tmp_path, *quick, "method.rank_init=tau", f"method.tau={rec['budget_knob']['tau']}",
+                               name="plain")
+        assert plain["layers"] == rec["layers"] and plain["acc_compressed"] == rec["acc_compressed"]
+
+    return check

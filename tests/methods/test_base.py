@@ -134,3 +134,32 @@ def test_weight_memo_computes_once_until_the_weight_changes():
     with torch.no_grad():
         layer.weight.mul_(2)
     assert weight_memo(layer, "norm", norm) == pytest.approx(2 * first) and len(calls) == 3
+
+
+def test_a_model_copy_shares_its_layers_weight_memo_until_either_weight_changes():
+    """copy_model (a budget's search compresses copies): what a copy computes from a layer's
+    weight is not computed again for the original or another copy; a write to either weight parts
+    them, and forget_weight_memo drops a layer's values."""
+    import torch
+    from torch import nn
+
+    from tnbench.methods.base import copy_model, forget_weight_memo, weight_memo
+
+    model, calls = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), []
+
+    def norm(w):
+        calls.append(1)
+        return float(w.norm())
+
+    first, second = copy_model(model), copy_model(model)
+    value = weight_memo(first[0], "norm", norm)
+    assert weight_memo(model[0], "norm", norm) == weight_memo(second[0], "norm", norm) == value and len(calls) == 1
+    weight_memo(second[2], "norm", norm)
+    assert len(calls) == 2  # layers are apart
+    with torch.no_grad():
+        first[0].weight.mul_(2)
+    assert weight_memo(first[0], "norm", norm) == pytest.approx(2 * value) and len(calls) == 3
+    assert weight_memo(model[0], "norm", norm) == value and len(calls) == 3  # the original keeps its own
+    forget_weight_memo(model[0])
+    weight_memo(model[0], "norm", norm)
+    assert len(calls) == 4

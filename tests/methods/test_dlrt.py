@@ -163,3 +163,7 @@ def test_budget_by_tau_lands_the_compressed_model_and_records_reached_after_retr
         assert f"tau={rec['budget_knob']['tau']} " in method_setting(rec) and "rank_init=tau" in method_setting(rec)
         # tau ~0.8 on these barely trained weights: retraining truncates the cores further, to rank 1
         assert rec["budget_reached"] > 2 * ratio and set(map(tuple, rec["ranks"].values())) == {(1,)}
+
+
+def test_a_tau_budget_decomposes_each_layer_once(check_tau_budget_decomposes_once):
+    check_tau_budget_decomposes_once("dlrt", 6)  # U and V of features.3, classifier.0 and classifier.2

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import method_cfg, raises_one_line
+from tests.conftest import method_cfg, raises_one_line, run_in_process
 from tnbench.functional.approximation import truncation_curves
 from tnbench.functional.bipartition import CUTS, spectrum, truncated_kernel
 from tnbench.layers import LowRankLinear
@@ -86,3 +86,16 @@ def test_bad_truncation_settings_are_one_line_config_errors(kw, match):
     with raises_one_line(match):
         build_method(method_cfg("svd_truncation", **kw)).compress(
             build_model("lenet5", in_channels=1, image_size=28, num_classes=10))
+
+
+@pytest.mark.parametrize("budget", ["budget.ratio=1.02", "budget.flops=600000"])
+def test_a_budget_computes_each_layers_svd_once_and_compresses_as_without_one(tmp_path, decompositions, budget):
+    """The search sizes the layers from their singular values (budget.ratio) or compresses copies
+    (budget.flops); compress cuts the same SVD. One SVD per selected layer in the run, and the
+    layers are those of a run at the chosen norm_loss without a budget."""
+    quick = ["logger=none", "method=svd_truncation", "pipeline.retrain_epochs=0", "trainer.measure_speed=false"]
+    rec = run_in_process(tmp_path, *quick, budget, name="budget")
+    assert rec["status"] == "ok" and len(rec["budget_search"]["evaluations"]) > 3
+    assert decompositions == {"svd": len(rec["layers"])} == {"svd": 2}  # LeNet-5's two convs
+    plain = run_in_process(tmp_path, *quick, f"method.norm_loss={rec['budget_knob']['norm_loss']}", name="plain")
+    assert plain["layers"] == rec["layers"] and plain["acc_compressed"] == rec["acc_compressed"]

@@ -99,3 +99,7 @@ def test_budget_by_tau_lands_the_compressed_model_and_records_reached_after_retr
                          r"\(tau=0.999\) gives 8.13x; allowed: budget.ratio <= 8.13"):
         run_in_process(tmp_path, "model=lenet5", "method=tucker_adaptive", "budget.ratio=16", "method.budget_knob=tau",
                        "logger=none", "dataset.train_size=512", "dataset.test_size=128", name="r16")
+
+
+def test_a_tau_budget_decomposes_each_mode_once(check_tau_budget_decomposes_once):
+    check_tau_budget_decomposes_once("tucker_adaptive", 6)  # out and in modes of the same three

@@ -103,6 +103,18 @@ def test_flops_budget() -> None:
     assert found.reached == pytest.approx(dense / 2, rel=0.05)
 
 
+def test_a_flops_budget_compresses_copies_that_share_each_layers_svd(decompositions) -> None:
+    """A FLOP budget compresses a copy at every rank it tries; the copies take the layers'
+    decompositions from the model's (methods.base.copy_model), so each layer's SVD is computed once."""
+    net = model_of("lenet5", meta=False)
+    cfg = OmegaConf.create({"method": method_cfg("svd", layers="all")})
+    knob = METHODS.get("svd").knob
+    size = sizer(cfg, knob, net, "flops", (1, 28, 28))
+    sizes = [size(rank) for rank in (1, 2, 4, 8)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    assert decompositions == {"svd": 5}  # LeNet-5's 5 layers, once each
+
+
 def test_search_states_the_granularity_when_a_step_jumps_over_the_budget() -> None:
     knob = Knob("rank", int, 1, granularity="one rank step")
     sizes = {r: 1000 * r for r in range(1, 100)}

@@ -96,13 +96,20 @@ def singular_values(matrix: Tensor) -> Tensor:
     return torch.cat([s, s.new_zeros(rows - s.numel())])
 
 
-def hosvd(tensor: Tensor, ranks: Mapping[int, int]) -> tuple[Tensor, dict[int, Tensor], dict[int, Tensor]]:
+def hosvd(tensor: Tensor, ranks: Mapping[int, int], pairs: Mapping[int, tuple[Tensor, Tensor]] | None = None
+          ) -> tuple[Tensor, dict[int, Tensor], dict[int, Tensor]]:
     """Truncated HOSVD on the axes in `ranks` (the others stay whole): core, factors, and each
-    axis's unfolding spectrum. Computed in float64 and returned in the input's dtype."""
+    axis's unfolding spectrum. Computed in float64 and returned in the input's dtype. `pairs`:
+    per axis, `left_singular_pairs` of its float64 unfolding already at hand (at least `rank`
+    vectors, or all it can give), taken instead of computing it again."""
     w = tensor.detach().double()
     factors, spectra = {}, {}
     for axis, rank in ranks.items():
-        factors[axis], spectra[axis] = left_singular_pairs(unfold(w, axis), rank)
+        if pairs is not None and axis in pairs:
+            u, s = pairs[axis]
+            factors[axis], spectra[axis] = u[:, :rank], s
+        else:
+            factors[axis], spectra[axis] = left_singular_pairs(unfold(w, axis), rank)
     core = multi_mode_product(w, {a: u.T for a, u in factors.items()})
     cast = {a: u.to(tensor.dtype) for a, u in factors.items()}
     return core.to(tensor.dtype), cast, {a: s.to(tensor.dtype) for a, s in spectra.items()}

@@ -143,14 +143,15 @@ class TuckerConv2d(TuckerLayer):
 
     @classmethod
     def from_dense(cls, conv: nn.Conv2d, ranks: Mapping[str, int] | Iterable[int] | int,
-                   modes: tuple[str, ...] = ("out", "in")) -> tuple[TuckerConv2d, dict[str, Tensor]]:
-        """Truncated HOSVD of `conv`'s kernel on the given modes; returns the layer and each
-        mode's unfolding spectrum."""
+                   modes: tuple[str, ...] = ("out", "in"), pairs: Mapping[int, tuple[Tensor, Tensor]] | None = None
+                   ) -> tuple[TuckerConv2d, dict[str, Tensor]]:
+        """Truncated HOSVD of `conv`'s kernel on the given modes (`pairs`: hosvd's); returns the
+        layer and each mode's unfolding spectrum."""
         w = conv.weight.detach()
         by_mode = _mode_ranks(ranks, modes)
         by_mode = {m: min(r, w.shape[CONV_MODES.index(m)]) for m, r in by_mode.items()}
         new = cls(conv, by_mode).to(device=w.device, dtype=w.dtype)
-        core, factors, spectra = hosvd(w, {new.axis(m): r for m, r in by_mode.items()})
+        core, factors, spectra = hosvd(w, {new.axis(m): r for m, r in by_mode.items()}, pairs)
         new._load_decomposition(core, factors, conv.bias.detach() if conv.bias is not None else None)
         return new, {m: spectra[new.axis(m)] for m in new.modes}
 
@@ -198,12 +199,13 @@ class TuckerLinear(TuckerLayer):
 
     @classmethod
     def from_dense(cls, linear: nn.Linear, ranks: Mapping[str, int] | Iterable[int] | int,
-                   modes: tuple[str, ...] = LINEAR_MODES) -> tuple[TuckerLinear, dict[str, Tensor]]:
+                   modes: tuple[str, ...] = LINEAR_MODES, pairs: Mapping[int, tuple[Tensor, Tensor]] | None = None
+                   ) -> tuple[TuckerLinear, dict[str, Tensor]]:
         w = linear.weight.detach()
         by_mode = _mode_ranks(ranks, modes)
         by_mode = {m: min(r, w.shape[LINEAR_MODES.index(m)]) for m, r in by_mode.items()}
         new = cls(linear, by_mode).to(device=w.device, dtype=w.dtype)
-        core, factors, spectra = hosvd(w, {new.axis(m): r for m, r in by_mode.items()})
+        core, factors, spectra = hosvd(w, {new.axis(m): r for m, r in by_mode.items()}, pairs)
         new._load_decomposition(core, factors, linear.bias.detach() if linear.bias is not None else None)
         return new, {m: spectra[new.axis(m)] for m in new.modes}
 
@@ -247,13 +249,15 @@ class USVConv2d(TuckerLayer):
         self.bias = nn.Parameter(torch.zeros(conv.out_channels)) if conv.bias is not None else None
 
     @classmethod
-    def from_dense(cls, conv: nn.Conv2d, rank: int) -> tuple[USVConv2d, Tensor]:
-        """Truncated SVD of the matricized kernel; returns the layer and its spectrum."""
+    def from_dense(cls, conv: nn.Conv2d, rank: int, pairs: Mapping[int, tuple[Tensor, Tensor]] | None = None
+                   ) -> tuple[USVConv2d, Tensor]:
+        """Truncated SVD of the matricized kernel (`pairs`: hosvd's); returns the layer and its
+        spectrum."""
         w = conv.weight.detach()
         matrix = w.reshape(w.shape[0], -1)
         r = min(rank, *matrix.shape)
         new = cls(conv, r).to(device=w.device, dtype=w.dtype)
-        core, factors, spectra = hosvd(matrix, {0: r, 1: r})
+        core, factors, spectra = hosvd(matrix, {0: r, 1: r}, pairs)
         new._load_decomposition(core, factors, conv.bias.detach() if conv.bias is not None else None)
         return new, spectra[0]
 

@@ -1,6 +1,7 @@
 """What every compression method shares: layer selection, replacement and per-layer reports."""
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -173,22 +174,49 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     _done(name)
 
 
-# per layer, values computed from its weight (e.g. the singular values a budget's search sizes
-# the layer from at many knob values), kept while the layer lives and its weight is unchanged
-_WEIGHT_MEMO: WeakKeyDictionary[nn.Module, dict[Any, Any]] = WeakKeyDictionary()
+@dataclass
+class _Memo:
+    version: int  # the weight's version counter when `values` were computed
+    values: dict[Any, Any] = field(default_factory=dict)
+
+
+# per layer, values computed from its weight (the decompositions a budget's search sizes the layer
+# from at many knob values and compress then cuts), kept while the layer lives, its weight is
+# unchanged and compress has not yet used them (`forget_weight_memo`)
+_WEIGHT_MEMO: WeakKeyDictionary[nn.Module, _Memo] = WeakKeyDictionary()
+
+
+def _memo(layer: nn.Module) -> _Memo:
+    version = layer.weight._version
+    memo = _WEIGHT_MEMO.get(layer)
+    if memo is None or memo.version != version:
+        memo = _WEIGHT_MEMO[layer] = _Memo(version)
+    return memo
 
 
 def weight_memo(layer: nn.Module, key: Any, compute: Callable[[torch.Tensor], Any]) -> Any:
     """`compute(layer.weight.detach())`, computed once per `key` until the weight changes (its
     version counter moves, which every in-place write does)."""
-    weight = layer.weight
-    entry = _WEIGHT_MEMO.setdefault(layer, {})
-    if entry.get("version") != weight._version:
-        entry.clear()
-        entry["version"] = weight._version
-    if key not in entry:
-        entry[key] = compute(weight.detach())
-    return entry[key]
+    values = _memo(layer).values
+    if key not in values:
+        values[key] = compute(layer.weight.detach())
+    return values[key]
+
+
+def forget_weight_memo(layer: nn.Module) -> None:
+    """Drop what was kept for the layer (compress is done with it: its decompositions go)."""
+    _WEIGHT_MEMO.pop(layer, None)
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """`copy.deepcopy(model)` whose compressible layers share their originals' weight memo: the
+    weights are equal, so a decomposition computed on either (a budget's search compresses
+    copies) is computed once. A later write to either weight parts them."""
+    dup = copy.deepcopy(model)
+    for a, b in zip(model.modules(), dup.modules()):
+        if isinstance(a, COMPRESSIBLE) and isinstance(b, COMPRESSIBLE):
+            _WEIGHT_MEMO[b] = _Memo(b.weight._version, _memo(a).values)
+    return dup
 
 
 @dataclass(frozen=True)

@@ -79,9 +79,11 @@ class DLRT(RankAdaptiveMethod):
         rows, cols = layer.weight.shape[0], layer.weight[0].numel()
         rank = self.start_ranks(layer)[0]
         if self.cfg.init == "decompose":
+            # the singular pairs at the ranks from_dense takes (a conv's: one rank, at most either side)
             if isinstance(layer, nn.Conv2d):
-                return USVConv2d.from_dense(layer, rank)[0]
-            return TuckerLinear.from_dense(layer, rank)[0]
+                r = min(rank, rows, cols)
+                return USVConv2d.from_dense(layer, rank, self.decompositions(layer, {0: r, 1: r}))[0]
+            return TuckerLinear.from_dense(layer, rank, pairs=self.decompositions(layer, {0: rank, 1: rank}))[0]
         w = layer.weight.detach()
         new = (USVConv2d(layer, rank) if isinstance(layer, nn.Conv2d) else TuckerLinear(layer, rank))
         new = new.to(device=w.device, dtype=w.dtype)

@@ -22,10 +22,12 @@ from tnbench.methods.base import (
     Knob,
     LayerReport,
     Method,
+    forget_weight_memo,
     kind_of,
     left_dense,
     replace_module,
     ungrouped_layers,
+    weight_memo,
 )
 
 
@@ -89,9 +91,10 @@ class SVDFactorization(Method):
         reports = []
         for name, layer, kind in ungrouped_layers(model, self.cfg.layers, reports):
             w = layer.weight.detach()
-            matrix = matricize_conv(w) if kind == "conv" else w
-            m, n = matrix.shape
-            u, s, vh = svd(matrix)
+            m, n = matricize_conv(w).shape
+            # computed once also where a budget in FLOPs compresses copies at many ranks
+            u, s, vh = weight_memo(layer, "matrix svd", lambda w: svd(matricize_conv(w)))
+            forget_weight_memo(layer)
             rank = self._rank(s)
             if self.cfg.skip_if_larger and rank * (m + n) >= m * n:
                 reports.append(left_dense(name, layer, f"rank {rank} would not save parameters", [min(m, n)]))

@@ -35,20 +35,32 @@ from torch import nn
 from tnbench.config import MethodConfig, one_of, ranged
 from tnbench.errors import ConfigError
 from tnbench.functional.approximation import rank_for_norm_loss, rank_for_rel_error, truncation_losses
-from tnbench.functional.bipartition import CUTS, factorized_params, fold, matrix_shape, spectrum, unfold
+from tnbench.functional.bipartition import CUTS, factorized_params, fold, matrix_shape, unfold
 from tnbench.functional.lowrank import split_factors, svd
 from tnbench.layers import LowRankLinear
 from tnbench.layers.bipartition import factorizable, factorize_conv
 from tnbench.methods import METHODS
-from tnbench.methods.base import Knob, LayerReport, Method, replace_module, select_conv_layers, weight_memo
+from tnbench.methods.base import (
+    Knob,
+    LayerReport,
+    Method,
+    forget_weight_memo,
+    replace_module,
+    select_conv_layers,
+    weight_memo,
+)
+
+
+def cached_svd(layer: nn.Module, cut: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD (float64: U, s, V^T) of the layer's weight unfolded along `cut` (a Linear: the
+    matrix itself), computed once while the weight is unchanged: a budget's search sizes the
+    layers from its singular values at many norm losses, and compress truncates the same SVD."""
+    return weight_memo(layer, ("bipartition", cut), lambda w: svd(unfold(w, cut) if w.dim() == 4 else w))
 
 
 def cached_spectrum(layer: nn.Module, cut: str) -> torch.Tensor:
-    """Singular values (float64) of the layer's weight along `cut` (a Linear: the matrix itself),
-    computed once while the weight is unchanged (a budget's search sizes the same layers at many
-    norm losses)."""
-    return weight_memo(layer, ("bipartition", cut),
-                       lambda w: spectrum(w, cut) if w.dim() == 4 else torch.linalg.svdvals(w.double()))
+    """The singular values of `cached_svd` (descending)."""
+    return cached_svd(layer, cut)[1]
 
 
 @dataclass
@@ -154,7 +166,8 @@ class SVDTruncation(Method):
     @torch.no_grad()
     def _truncate_conv(self, model: nn.Module, name: str, conv: nn.Conv2d) -> LayerReport:
         cut, w = self.cfg.cut, conv.weight.detach()
-        u, s, vh = svd(unfold(w, cut))
+        u, s, vh = cached_svd(conv, cut)
+        forget_weight_memo(conv)  # done with it (the dense-reconstructed path writes the weight)
         rank = self.choose_rank(s)
         left, right = split_factors(u, s, vh, rank, w.dtype)
         params = factorized_params(tuple(w.shape), cut, rank)
@@ -174,7 +187,8 @@ class SVDTruncation(Method):
     @torch.no_grad()
     def _truncate_linear(self, model: nn.Module, name: str, linear: nn.Linear) -> LayerReport:
         w = linear.weight.detach()
-        u, s, vh = svd(w)
+        u, s, vh = cached_svd(linear, "out")
+        forget_weight_memo(linear)
         rank = self.choose_rank(s)
         m, n = w.shape
         params = rank * (m + n)

@@ -58,4 +58,4 @@ class TuckerAdaptive(RankAdaptiveMethod):
         names, by_axis = self.layer_modes(layer), self.start_ranks(layer)
         ranks = {m: by_axis[names.index(m)] for m in self.factored(layer)}
         cls = TuckerConv2d if isinstance(layer, nn.Conv2d) else TuckerLinear
-        return cls.from_dense(layer, ranks, tuple(ranks))[0]
+        return cls.from_dense(layer, ranks, tuple(ranks), self.decompositions(layer, by_axis))[0]

@@ -22,7 +22,6 @@ compress stage and `check_budget` in the up-front check of every job.
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -182,6 +181,7 @@ def sizer(cfg: DictConfig, knob: Any, model: Any, kind: str, input_shape: tuple[
           hint_only: bool = False) -> Callable[[Any], int | None]:
     """value -> size of the compressed model: the method's size hint, else a compressed copy."""
     from tnbench.methods import build_method
+    from tnbench.methods.base import copy_model
     from tnbench.pipeline.metrics import count_flops, count_params
 
     def size(value: Any) -> int | None:
@@ -192,7 +192,7 @@ def sizer(cfg: DictConfig, knob: Any, model: Any, kind: str, input_shape: tuple[
                 return hint
         elif hint_only:
             return None
-        dup = copy.deepcopy(model)
+        dup = copy_model(model)  # sharing the layers' decompositions: each computed once
         method.compress(dup)
         return count_flops(dup, input_shape)["total"] if kind == "flops" else count_params(dup)
 

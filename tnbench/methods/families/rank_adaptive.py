@@ -26,6 +26,7 @@ Either way the record's `budget_reached` is the retrained model's and
 `compression_at_compress.budget_reached` the one the search aimed at."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +39,8 @@ from tnbench.functional.approximation import norm_loss, relative_error
 from tnbench.functional.tucker import (
     clamp_rank,
     feasible_ranks,
+    left_singular_pairs,
     resolve_rank,
-    singular_values,
     truncation_ranks,
     tucker_params,
     unfold,
@@ -49,6 +50,7 @@ from tnbench.methods.base import (
     Knob,
     LayerReport,
     Method,
+    forget_weight_memo,
     replace_module,
     ungrouped_layers,
     weight_memo,
@@ -84,11 +86,25 @@ class RankAdaptiveConfig(MethodConfig):
     budget_knob: str = one_of("rank_cap", BUDGET_KNOBS)
 
 
+def weight_pairs(layer: nn.Module, shape: tuple[int, ...], axis: int,
+                 count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`left_singular_pairs` of the mode-`axis` unfolding of the layer's weight viewed as `shape`
+    (float64), with every vector that call gives for up to `count` (default: the unfolding's rank)
+    of them, so any fewer are a leading slice of it; computed once while the weight is unchanged:
+    a budget's search reads the singular values at many tolerances, and compress starts the
+    layer from the vectors (hosvd)."""
+    rows = shape[axis]
+    cols = math.prod(shape) // rows
+    full = count is not None and count > cols and rows > cols  # a tall unfolding's SVD with its full basis
+    return weight_memo(layer, ("tucker", shape, axis, full),
+                       lambda w: left_singular_pairs(unfold(w.double().reshape(shape), axis),
+                                                     rows if full else min(rows, cols)))
+
+
 def weight_spectrum(layer: nn.Module, shape: tuple[int, ...], axis: int) -> torch.Tensor:
     """Singular values of the mode-`axis` unfolding of the layer's weight viewed as `shape`
-    (in float64, as the integrator computes a core's); computed once while the weight is unchanged
-    (a budget's search sizes the same layers at many tolerances)."""
-    return weight_memo(layer, ("tucker", shape, axis), lambda w: singular_values(unfold(w.double().reshape(shape), axis)))
+    (in float64, as the integrator computes a core's), padded with zeros, descending."""
+    return weight_pairs(layer, shape, axis)[1]
 
 
 class RankAdaptiveMethod(Method):
@@ -201,6 +217,12 @@ class RankAdaptiveMethod(Method):
         """The factored replacement of one Conv2d/Linear at the starting ranks."""
         raise NotImplementedError
 
+    def decompositions(self, layer: nn.Module, ranks: dict[int, int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Per factored axis, the singular pairs a factorization at `ranks` starts from
+        (`weight_pairs`: those a budget's search read the spectra of, not computed again)."""
+        shape, _ = self.layout(layer)
+        return {a: weight_pairs(layer, shape, a, min(r, shape[a])) for a, r in ranks.items()}
+
     def compress(self, model: nn.Module) -> list[LayerReport]:
         reports: list[LayerReport] = []
         self.layers, self.reports = [], reports
@@ -209,6 +231,7 @@ class RankAdaptiveMethod(Method):
         for name, layer, kind in ungrouped_layers(model, self.cfg.layers, reports):
             w = layer.weight.detach()
             new = self.factorize(layer)
+            forget_weight_memo(layer)  # its decompositions are used
             if (caps := self.layer_caps(layer)) is not None:
                 self.caps[name] = caps
             with torch.no_grad():
