@@ -171,6 +171,16 @@ def test_plugin_runs_from_the_cli_and_from_python(plugin, tmp_path):
     assert "_target_" not in rec["config"]["method"] and "_target_" not in rec["config"]["model"]
     assert rec["pretrain_cache_hit"] is True  # the `_target_` run's dense model: one pretrain-cache key
 
+    # the README's method on a conv model under the default trainer (channels-last weights)
+    lenet = run_cli([*args[:2], "model=lenet5", "dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128",
+                     "method.amount=0.75", *QUICK], tmp_path / "cli", env=env)
+    assert lenet.returncode == 0, lenet.stderr[-3000:]
+    (rec,) = [r for r in map(json.loads, map(Path.read_text, (tmp_path / "cli").glob("results/runs/*/record.json")))
+              if r["model"] == "lenet5"]
+    assert rec["status"] == "ok" and rec["config"]["trainer"]["channels_last"] is True
+    assert [(la["kind"], la["weight_params_compressed"] * 4) for la in rec["layers"]] == \
+        [(la["kind"], la["weight_params_dense"]) for la in rec["layers"]] and rec["layers"][0]["kind"] == "conv"
+
     script = (f"import json, tnbench\n"
               f"r = tnbench.run(overrides={args[1:]!r}, config_dir={str(conf)!r})\n"
               f"print(json.dumps({{'record': r.record, 'model': type(r.model).__name__, "
