@@ -120,17 +120,18 @@ def epoch_rows(history: list[dict], stage: str) -> dict:
     return by_epoch
 
 
-def test_a_run_resumed_after_a_kill_logs_the_epochs_done_before_it(jobs, tmp_path):
+@pytest.mark.parametrize("stage", ["pretrain", "retrain"])
+def test_a_run_resumed_after_a_kill_logs_the_epochs_done_before_it(jobs, tmp_path, stage):
     """A SIGKILL loses the killed attempt's W&B rows (its offline file keeps little more than its
-    header): the resumed attempt logs the finished pretraining (from its weights' entry) and the
-    retrain epoch done before the kill (from the epoch checkpoint) again, so the run's curves are
-    the uninterrupted run's."""
-    killed = run_cli([*JOB, "method.rank=4"], tmp_path, env={"TNBENCH_FAILPOINT": "retrain:epoch:1"})
+    header): the resumed attempt logs the epoch done before the kill (from the epoch checkpoint)
+    and, killed in retraining, the finished pretraining (from its weights' entry) again, so the
+    run's curves are the uninterrupted run's."""
+    killed = run_cli([*JOB, "method.rank=4"], tmp_path, env={"TNBENCH_FAILPOINT": f"{stage}:epoch:1"})
     assert killed.returncode == -9, killed.stderr[-2000:]
     resumed = run_cli([*JOB, "method.rank=4"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     run = run_dir(tmp_path, 4)
-    assert read_record(run)["resumed_stages"] == ["retrain"]
+    assert read_record(run)["resumed_stages"] == [stage]
     *_, last = wandb_runs(run)
     history = read_run(last)["history"]
     assert_monotone_per_stage(history)
