@@ -169,6 +169,7 @@ def test_plugin_runs_from_the_cli_and_from_python(plugin, tmp_path):
               if r["config"]["method"]["amount"] == 0.5]
     assert rec["status"] == "ok" and (rec["method"], rec["model"]) == ("prune", "mymodel")
     assert "_target_" not in rec["config"]["method"] and "_target_" not in rec["config"]["model"]
+    assert rec["config"]["dataset"]["count"] == 256  # typed: the option blobs.yaml leaves out, at its default
     assert rec["pretrain_cache_hit"] is True  # the `_target_` run's dense model: one pretrain-cache key
 
     # the README's method on a conv model under the default trainer (channels-last weights)
@@ -252,12 +253,14 @@ def test_a_plugin_is_one_run_whichever_route_found_it(plugin_here):
 
 def test_the_report_does_not_show_how_an_entry_was_found():
     from tnbench.reporting.grouping import config_frame, differing
+    from tnbench.reporting.schema import method_setting
 
     config = {"method": {"name": "prune", "amount": 0.5}, "model": {"name": "mymodel", "options": {}}}
     targeted = {"method": {**config["method"], "_target_": "my_plugins.prune.MagnitudePruning"},
                 "model": {**config["model"], "_target_": "my_plugins.tiny.tiny_mlp"}}
-    frame = config_frame([{"config": config}, {"config": {**targeted, "method": {**targeted["method"], "amount": 0.8}}}])
-    assert differing(frame) == ["method.amount"]
+    records = [{"config": config}, {"config": {**targeted, "method": {**targeted["method"], "amount": 0.8}}}]
+    assert differing(config_frame(records)) == ["method.amount"]  # the summary's rows and setting
+    assert [method_setting(r) for r in records] == ["amount=0.5", "amount=0.8"]  # each run's setting
 
 
 def test_the_check_finds_plugin_configs_by_config_dir_and_config_path(plugin_here, tmp_path):

@@ -374,6 +374,11 @@ def _run_job(cfg: DictConfig, hc: Any, run_dir: Path) -> dict[str, Any]:
     if cfg.pipeline.rerun:
         clear_run(run_dir)
     try:
+        # the record keeps the typed sections (options a plugin's YAML leaves out, at their
+        # defaults), as tnbench.run records them: the report does not split the two
+        from tnbench.pipeline.checks import resolve_entries
+
+        resolve_entries(cfg)
         return run_pipeline(cfg, run_dir)
     except (KeyboardInterrupt, SystemExit):
         if interrupted():

@@ -23,7 +23,7 @@ def method_setting(rec: dict[str, Any]) -> str:
     m = dict((rec.get("config") or {}).get("method") or {})
     m.update(rec.get("budget_knob") or {})
     m.update((rec.get("budget_search") or {}).get("sets") or {})
-    skip = {"name", "layers", "paper"}
+    skip = {"name", "layers", "paper", "_target_"}  # `_target_`: how a plugin was found, not a setting
     return " ".join(f"{k}={v}" for k, v in m.items() if k not in skip and v is not None)
 
 
