@@ -287,6 +287,8 @@ def test_the_check_finds_plugin_configs_by_config_dir_and_config_path(plugin_her
     for primary in (["--config-path", str(conf), "--config-name", "myexp"], ["-cp", str(conf), "-cn", "myexp"]):
         plan = check_command([*primary, *job])
         assert plan.problem is None and "-mymodel-prune-s0-" in plan.jobs[0][1], plan.problem
+    hydra_says = run_cli(["-cp", str(conf), "-cn", "myexp", "--cfg", "job", *job], tmp_path)  # what Hydra runs
+    assert hydra_says.returncode == 0 and "retrain_epochs: 5" in hydra_says.stdout and "amount: 0.5" in hydra_says.stdout
     problem = check_command(["-cp", str(conf), "-cn", "myexp", *job, "pipeline.retrain_epochs=-1"]).problem
     assert problem.startswith("pipeline.retrain_epochs must be") and "searchpath" not in problem  # groups are there
     (conf / "config.yaml").write_text((Path(__file__).parents[2] / "tnbench" / "conf" / "config.yaml").read_text())
@@ -294,6 +296,7 @@ def test_the_check_finds_plugin_configs_by_config_dir_and_config_path(plugin_her
     assert problem.startswith("logger='wandb' is not known") and "\n" not in problem
     assert problem.endswith("add pkg://tnbench.conf to hydra.searchpath in your primary config, or give your folder "
                             "with --config-dir)")
+    assert run_cli(["--config-path", str(conf), "--cfg", "job", *job], tmp_path).returncode == 1  # Hydra refuses it too
 
 
 def test_a_missing_config_dir_is_one_line(tmp_path):
