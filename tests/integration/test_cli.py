@@ -72,6 +72,7 @@ def test_ctrl_c_is_one_line_exit_130_and_the_same_command_resumes(tmp_path):
     assert rec["status"] == "failed" and rec["error"] == "interrupted; rerun the same command to resume"
     r = run_cli(TINY, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr == ""  # quiet: no warning from Lightning about logging without a logger (logger=none)
     (rec,) = records(tmp_path / "results")
     assert rec["status"] == "ok"
 

@@ -222,7 +222,8 @@ class Classifier(L.LightningModule):
         # or a cache hit) tests what its last epoch tested: W&B got that row with the curve.
         repeat = not fitting and epoch > 0
         self.log_dict({f"{self.stage_name}/val_acc": acc, f"{self.stage_name}/val_loss": val_loss,
-                       f"{self.stage_name}/epoch": float(epoch)}, logger=not repeat)
+                       f"{self.stage_name}/epoch": float(epoch)},
+                      logger=False if repeat else None)  # None, not True: Lightning warns on True without a logger
         if fitting:
             self.history.append(float(acc))
             self.epochs_done[self.stage_name] = epoch
