@@ -37,3 +37,28 @@ def test_bad_settings_are_one_line_config_errors(name, kw, match):
     with raises_one_line(match):
         method = build_method(method_cfg(name, layers=LENET_LAYERS[1:], **kw))
         method.compress(build_model("lenet5_dlrt", in_channels=1, image_size=28, num_classes=10))
+
+
+def test_a_flops_budget_decomposes_each_mode_once_and_compresses_as_without_one(lenet, decompositions):
+    """A FLOP budget compresses copies at many rank fractions; they share the modes' singular pairs
+    with the model (methods.base.weight_pairs, copy_model), so the search and the compression
+    after it decompose each factored mode once, as a plain compression does, with the same layers
+    (skip_if_larger off: every layer is factored at every fraction)."""
+    from omegaconf import OmegaConf
+
+    from tnbench.pipeline.budget import sizer
+
+    plain = lenet()
+    build_method(method_cfg("tucker", ranks=0.3, skip_if_larger=False)).compress(plain)
+    once = dict(decompositions)
+    decompositions.clear()
+    net, section = lenet(), method_cfg("tucker", skip_if_larger=False)
+    knob = build_method(section).knob
+    size = sizer(OmegaConf.create({"method": section}), knob, net, "flops", (1, 28, 28))
+    # fractions at which no mode asks for more vectors than its unfolding has columns (that would
+    # take a tall unfolding's full basis, a decomposition of its own)
+    assert size(0.1) < size(0.2) < size(0.3)
+    build_method(method_cfg("tucker", ranks=0.3, skip_if_larger=False)).compress(net)
+    assert decompositions == once and sum(once.values()) == 6  # out and in of features.3, classifier.0, .2
+    assert net.state_dict().keys() == plain.state_dict().keys()
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in net.state_dict().items())

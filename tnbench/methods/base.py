@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -15,6 +16,7 @@ from torch import nn
 
 from tnbench.config import MethodConfig, check_ranges, typed
 from tnbench.errors import ConfigError
+from tnbench.functional.tucker import left_singular_pairs, unfold
 
 COMPRESSIBLE = (nn.Linear, nn.Conv2d)
 DEPTH_PRESETS = ("shallow", "deep")
@@ -82,6 +84,7 @@ def kind_of(layer: nn.Module) -> str:
 def left_dense(name: str, layer: nn.Module, note: str, ranks: list[int] | None = None) -> LayerReport:
     """The report of a selected layer the method leaves as it is, and why."""
     _done(name)
+    forget_weight_memo(layer)  # what a budget's search computed for it is not needed
     w = layer.weight
     return LayerReport(name, kind_of(layer), list(w.shape), list(ranks or []), w.numel(), w.numel(),
                        compressed=False, note=note)
@@ -217,6 +220,21 @@ def copy_model(model: nn.Module) -> nn.Module:
         if isinstance(a, COMPRESSIBLE) and isinstance(b, COMPRESSIBLE):
             _WEIGHT_MEMO[b] = _Memo(b.weight._version, _memo(a).values)
     return dup
+
+
+def weight_pairs(layer: nn.Module, shape: tuple[int, ...], axis: int,
+                 count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`left_singular_pairs` of the mode-`axis` unfolding of the layer's weight viewed as `shape`
+    (float64), with every vector that call gives for up to `count` (default: the unfolding's rank)
+    of them, so any fewer are a leading slice of it; computed once while the weight is unchanged:
+    a budget's search reads the singular values at many tolerances or compresses copies at many
+    ranks, and compress starts the layer from the vectors (hosvd's `pairs`)."""
+    rows = shape[axis]
+    cols = math.prod(shape) // rows
+    full = count is not None and count > cols and rows > cols  # a tall unfolding's SVD with its full basis
+    return weight_memo(layer, ("tucker", shape, axis, full),
+                       lambda w: left_singular_pairs(unfold(w.double().reshape(shape), axis),
+                                                     rows if full else min(rows, cols)))
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,12 @@ from tnbench.methods.base import (
     LayerReport,
     Method,
     check_modes,
+    forget_weight_memo,
     kind_of,
     left_dense,
     replace_module,
     ungrouped_layers,
+    weight_pairs,
 )
 
 
@@ -124,10 +126,12 @@ class TuckerFactorization(Method):
                 reports.append(left_dense(name, layer, f"ranks {list(ranks.values())} would not save parameters",
                                           list(ranks.values())))
                 continue
-            if kind == "conv":
-                new, _ = TuckerConv2d.from_dense(layer, ranks, tuple(ranks))
-            else:
-                new, _ = TuckerLinear.from_dense(layer, ranks, tuple(ranks))
+            # the modes' singular pairs once, also where a FLOP budget compresses copies at many ranks
+            axes = {names.index(m): r for m, r in ranks.items()}
+            pairs = {a: weight_pairs(layer, tuple(w.shape), a, min(r, w.shape[a])) for a, r in axes.items()}
+            forget_weight_memo(layer)
+            cls = TuckerConv2d if kind == "conv" else TuckerLinear
+            new, _ = cls.from_dense(layer, ranks, tuple(ranks), pairs)
             with torch.no_grad():
                 approx = new.dense_weight()
             replace_module(model, name, new)

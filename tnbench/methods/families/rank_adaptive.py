@@ -26,7 +26,6 @@ Either way the record's `budget_reached` is the retrained model's and
 `compression_at_compress.budget_reached` the one the search aimed at."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,11 +38,9 @@ from tnbench.functional.approximation import norm_loss, relative_error
 from tnbench.functional.tucker import (
     clamp_rank,
     feasible_ranks,
-    left_singular_pairs,
     resolve_rank,
     truncation_ranks,
     tucker_params,
-    unfold,
 )
 from tnbench.layers.tucker import TuckerLayer
 from tnbench.methods.base import (
@@ -53,7 +50,7 @@ from tnbench.methods.base import (
     forget_weight_memo,
     replace_module,
     ungrouped_layers,
-    weight_memo,
+    weight_pairs,
 )
 from tnbench.methods.families.integrator import RankAdaptiveIntegrator
 
@@ -84,21 +81,6 @@ class RankAdaptiveConfig(MethodConfig):
     # what budget.* searches: rank_cap (start at the cap, adapt below it) or tau (start where the
     # truncation at tau keeps the weights; how budgets worked before this option existed)
     budget_knob: str = one_of("rank_cap", BUDGET_KNOBS)
-
-
-def weight_pairs(layer: nn.Module, shape: tuple[int, ...], axis: int,
-                 count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """`left_singular_pairs` of the mode-`axis` unfolding of the layer's weight viewed as `shape`
-    (float64), with every vector that call gives for up to `count` (default: the unfolding's rank)
-    of them, so any fewer are a leading slice of it; computed once while the weight is unchanged:
-    a budget's search reads the singular values at many tolerances, and compress starts the
-    layer from the vectors (hosvd)."""
-    rows = shape[axis]
-    cols = math.prod(shape) // rows
-    full = count is not None and count > cols and rows > cols  # a tall unfolding's SVD with its full basis
-    return weight_memo(layer, ("tucker", shape, axis, full),
-                       lambda w: left_singular_pairs(unfold(w.double().reshape(shape), axis),
-                                                     rows if full else min(rows, cols)))
 
 
 def weight_spectrum(layer: nn.Module, shape: tuple[int, ...], axis: int) -> torch.Tensor:
