@@ -38,6 +38,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._plugins: dict[str, Any] = {}  # name -> importlib.metadata.EntryPoint, not loaded yet
+        self._outside: set[str] = set()  # names added by `_target_` or an entry point
         self._discovered = package is None and entry_points is None
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -109,7 +110,15 @@ class Registry(Generic[T]):
     def _add(self, name: str, obj: Any, origin: str) -> T:
         if not self.accepts(obj):
             raise ConfigError(f"{origin} is not {self.kind} (got {type(obj).__name__} {obj!r})")
+        if name not in self._entries:
+            self._outside.add(name)
         return self.register(name)(obj)
+
+    def is_builtin(self, name: str, obj: Any) -> bool:
+        """Whether `obj` is what the package itself registered under `name` (not an entry added
+        by `_target_` or an entry point, even one naming a class of the package)."""
+        self.discover()
+        return name not in self._outside and self._entries.get(name) is obj
 
     def names(self) -> list[str]:
         self.discover()

@@ -235,6 +235,11 @@ def test_a_plugin_is_one_run_whichever_route_found_it(plugin_here):
     assert (keyed["method"]["_target_"], keyed["model"]["_target_"]) == \
         ("my_plugins.prune.MagnitudePruning", "my_plugins.tiny.tiny_mlp")
     assert "_target_" not in identity(compose([]))["method"]  # built-in entries: keys unchanged (pinned elsewhere)
+    svd = "tnbench.methods.svd.SVDFactorization"
+    assert run_key(compose([f"+method._target_={svd}"])) == run_key(compose([]))  # the name's own class
+    # tnbench's classes under another name: keyed by the class, not the name alone
+    assert identity(compose([f"+method._target_={svd}", "method.name=mine"]))["method"]["_target_"] == svd
+    METHODS._entries.pop("mine", None), METHODS._outside.discard("mine")
 
     (plugin_here / "site" / "my_plugins" / "other.py").write_text(
         "from my_plugins.prune import MagnitudePruning\nfrom my_plugins.tiny import tiny_mlp\n\n\n"

@@ -134,6 +134,14 @@ def test_weight_memo_computes_once_until_the_weight_changes():
     with torch.no_grad():
         layer.weight.mul_(2)
     assert weight_memo(layer, "norm", norm) == pytest.approx(2 * first) and len(calls) == 3
+    # new data under the same Parameter (what Module.to does) and a new Parameter: the version
+    # counter alone does not show either
+    version = layer.weight._version
+    layer.weight.data = 3 * layer.weight.data
+    assert layer.weight._version == version
+    assert weight_memo(layer, "norm", norm) == pytest.approx(6 * first) and len(calls) == 4
+    layer.weight = nn.Parameter(torch.ones(3, 4))
+    assert weight_memo(layer, "norm", norm) == pytest.approx(12 ** 0.5) and len(calls) == 5
 
 
 def test_a_model_copy_shares_its_layers_weight_memo_until_either_weight_changes():

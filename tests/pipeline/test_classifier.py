@@ -122,12 +122,27 @@ def test_channels_last_keeps_1x1_kernels_on_the_strides_their_gradients_have():
     from tnbench.layers.lowrank import LowRankConv2d
     from tnbench.pipeline.classifier import to_channels_last
 
-    layer = to_channels_last(LowRankConv2d(nn.Conv2d(8, 16, 3, padding=1), rank=4))
+    torch.manual_seed(0)
+    plain = LowRankConv2d(nn.Conv2d(8, 16, 3, padding=1), rank=4)
+    layer = LowRankConv2d(nn.Conv2d(8, 16, 3, padding=1), rank=4)
+    layer.load_state_dict(plain.state_dict())
+    layer = to_channels_last(to_channels_last(layer))  # again, as every stage does: one hook
     first, second = layer.first.weight, layer.second.weight
     assert first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
     assert second.stride() == (4, 1, 1, 1)
     x = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last)
-    for forward in (layer.factorized_forward, lambda x: layer.dense_forward(x, layer.dense_weight())):
-        layer.zero_grad(set_to_none=True)
-        forward(x).square().sum().backward()
-        assert second.grad.stride() == second.stride()
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):  # the conv backward's gradient strides depend on the thread count
+            torch.set_num_threads(n)
+            for path in ("factorized_forward", "dense_forward"):
+                grads = []
+                for m in (layer, plain):
+                    m.zero_grad(set_to_none=True)
+                    out = m.factorized_forward(x) if path == "factorized_forward" else m.dense_forward(x, m.dense_weight())
+                    out.square().sum().backward()
+                    grads.append(m.second.weight.grad)
+                assert grads[0].stride() == second.stride(), (n, path)
+                assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-6)  # the same gradient
+    finally:
+        torch.set_num_threads(threads)

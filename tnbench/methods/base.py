@@ -179,8 +179,15 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 @dataclass
 class _Memo:
-    version: int  # the weight's version counter when `values` were computed
+    # the weight when `values` were computed: its tensor, storage and version counter. Each
+    # in-place write moves the version; `p.data = t` (Module.to, a memory-format change) and a
+    # new Parameter swapped in replace the tensor or storage, which the counter does not show
+    stamp: tuple[int, int, int]
     values: dict[Any, Any] = field(default_factory=dict)
+
+
+def _stamp(weight: torch.Tensor) -> tuple[int, int, int]:
+    return id(weight), weight.data_ptr(), weight._version
 
 
 # per layer, values computed from its weight (the decompositions a budget's search sizes the layer
@@ -190,16 +197,16 @@ _WEIGHT_MEMO: WeakKeyDictionary[nn.Module, _Memo] = WeakKeyDictionary()
 
 
 def _memo(layer: nn.Module) -> _Memo:
-    version = layer.weight._version
+    stamp = _stamp(layer.weight)
     memo = _WEIGHT_MEMO.get(layer)
-    if memo is None or memo.version != version:
-        memo = _WEIGHT_MEMO[layer] = _Memo(version)
+    if memo is None or memo.stamp != stamp:
+        memo = _WEIGHT_MEMO[layer] = _Memo(stamp)
     return memo
 
 
 def weight_memo(layer: nn.Module, key: Any, compute: Callable[[torch.Tensor], Any]) -> Any:
-    """`compute(layer.weight.detach())`, computed once per `key` until the weight changes (its
-    version counter moves, which every in-place write does)."""
+    """`compute(layer.weight.detach())`, computed once per `key` until the weight changes (an
+    in-place write, new data or a new Parameter: `_Memo.stamp`)."""
     values = _memo(layer).values
     if key not in values:
         values[key] = compute(layer.weight.detach())
@@ -218,7 +225,7 @@ def copy_model(model: nn.Module) -> nn.Module:
     dup = copy.deepcopy(model)
     for a, b in zip(model.modules(), dup.modules()):
         if isinstance(a, COMPRESSIBLE) and isinstance(b, COMPRESSIBLE):
-            _WEIGHT_MEMO[b] = _Memo(b.weight._version, _memo(a).values)
+            _WEIGHT_MEMO[b] = _Memo(_stamp(b.weight), _memo(a).values)
     return dup
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -56,14 +57,34 @@ def recalibrate_bn(model: nn.Module, loader: Any) -> bool:
 def to_channels_last(model: nn.Module) -> nn.Module:
     """`model` in channels-last memory format, its 1x1-kernel weights excepted: such a weight has
     the same memory in both formats but different strides ([16, 8, 1, 1]: (8, 1, 8, 8) against
-    (8, 1, 1, 1)), and its gradient often comes back with the contiguous ones (e.g. through a
-    reshape of the factor), which DDP reports as grad strides not matching its bucket view. The
-    contiguous strides are taken as a view of the same memory (no copy)."""
+    (8, 1, 1, 1)), and its gradient comes back with either, depending on the path and the thread
+    count (a reshape of the factor gives the contiguous ones; a channels-last conv backward gives
+    channels-last ones with 2 threads, contiguous ones with 1). Autograd accepts both (strides of
+    size-1 dimensions do not count), but DDP compares them exactly with its bucket view's and
+    warns. So such a weight keeps the contiguous strides (a view of the same memory, no copy) and
+    its gradient is given the weight's strides as it arrives (`_same_strides`: a view again)."""
     model.to(memory_format=torch.channels_last)
     for p in model.parameters():
         if p.dim() == 4 and p.shape[2:] == (1, 1) and p.is_contiguous():
             p.data = p.data.as_strided(p.shape, torch.empty(p.shape, device="meta").stride())
+            if _RESTRIDED.get(id(p)) is not p:  # every stage calls this again on the same parameters
+                p.register_hook(_same_strides(weakref.ref(p)))
+                _RESTRIDED[id(p)] = p
     return model
+
+
+# the parameters given the hook, by id (a WeakSet would compare tensors with ==)
+_RESTRIDED: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
+
+
+def _same_strides(ref: weakref.ref[torch.Tensor]) -> Any:
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        p = ref()
+        if p is None or grad.shape != p.shape or grad.stride() == p.stride() or not grad.is_contiguous():
+            return grad
+        return grad.as_strided(grad.shape, p.stride())  # 1x1 kernel, dense: the same memory order
+
+    return hook
 
 
 class Classifier(L.LightningModule):
@@ -99,6 +120,7 @@ class Classifier(L.LightningModule):
         # checkpoints keep them, to log the curve again on a cache hit or after a resume)
         self.curve: list[dict[str, float]] = []
         self.epochs_done: dict[str, int] = {}  # per stage: where a test pass alone is plotted
+        self.logged_before: set[float] = set()  # epochs of this stage an earlier attempt logged
         self._sums = torch.zeros(3)
         self._val_sums = torch.zeros(2)  # test loss * n, n
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -220,7 +242,8 @@ class Classifier(L.LightningModule):
         epoch = self.current_epoch + 1 if fitting else self.epochs_done.get(self.stage_name, 0)
         # A test pass alone after the stage's epochs (the pretrained model's accuracy, after a fit
         # or a cache hit) tests what its last epoch tested: W&B got that row with the curve.
-        repeat = not fitting and epoch > 0
+        # ... and one an interrupted attempt of this run already logged (a resume) is not logged again
+        repeat = not fitting and (epoch > 0 or float(epoch) in self.logged_before)
         self.log_dict({f"{self.stage_name}/val_acc": acc, f"{self.stage_name}/val_loss": val_loss,
                        f"{self.stage_name}/epoch": float(epoch)},
                       logger=False if repeat else None)  # None, not True: Lightning warns on True without a logger

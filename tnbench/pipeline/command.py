@@ -164,6 +164,8 @@ class Jobs:
         key = override.key_or_group
         if key not in self._is_group:
             if self._repo is None:
+                # Hydra's private loader API (hydra-core 1.3.x, pinned <1.4 in pyproject; tests/pipeline/test_command.py
+                # composes sweep jobs through it and compares with Hydra's own result)
                 _, self._repo = self.command.hydra.config_loader._parse_overrides_and_create_caching_repo(
                     self.command.config_name, self._hydra_overrides)
             self._is_group[key] = self._repo.group_exists(key)
@@ -274,6 +276,8 @@ def finds_tnbench_configs(argv: list[str], task_function: Callable[..., Any] | N
     hydra_overrides = [o for o in args.overrides if o.lstrip("+~").startswith("hydra.")]
     with warnings.catch_warnings():  # a search path entry that does not exist: Hydra warns when it runs
         warnings.simplefilter("ignore")
+        # Hydra's private loader API (hydra-core 1.3.x, pinned <1.4 in pyproject; tests/pipeline/test_command.py
+        # composes sweep jobs through it and compares with Hydra's own result)
         _, repo = loader._parse_overrides_and_create_caching_repo(name, hydra_overrides)
     own = Path(__file__).resolve().parent.parent / "conf"
     return all(repo.config_exists(f"{p.parent.name}/{p.stem}") for p in own.glob("*/*.yaml"))

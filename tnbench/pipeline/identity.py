@@ -21,8 +21,9 @@ resolves to, not by the route that found it: its section's `_target_` is replace
 object's import path (`module.qualname`) whether the section named it by `_target_` or the
 entry was found by name through an entry point. Moving a plugin from a folder (`_target_`) to
 an installed package (entry point) keeps every run and cache entry its name, and two different
-classes under one name never share a key. A built-in entry keeps no `_target_` in the key (a
-`_target_` naming tnbench's own class is the name's class), so built-in keys are unchanged.
+classes under one name never share a key. A built-in entry keeps no `_target_` in the key (nor
+does a `_target_` naming the class tnbench itself registers under that name), so built-in keys
+are unchanged; a `_target_` naming one of tnbench's classes under another name is keyed by it.
 
 `run_key` is registered as the OmegaConf resolver `tnbench_key`, used by conf/config.yaml's
 `run_id`. This module imports no torch at module level; the key needs the method's and the
@@ -109,12 +110,13 @@ def entry_path(group: str, section: dict[str, Any]) -> str | None:
 
     try:
         module, attr = REGISTRIES[group]
-        obj = getattr(importlib.import_module(module), attr).resolve(OmegaConf.create(section))
+        registry = getattr(importlib.import_module(module), attr)
+        obj = registry.resolve(OmegaConf.create(section))
     except Exception:
         return None
-    where = str(getattr(obj, "__module__", None) or "")
-    if where == "tnbench" or where.startswith("tnbench."):
+    if registry.is_builtin(section.get("name"), obj):
         return None
+    where = str(getattr(obj, "__module__", None) or "")
     return f"{where}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
 
 

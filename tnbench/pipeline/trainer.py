@@ -152,13 +152,45 @@ class StageWandbLogger(WandbLogger):
 def log_curve(logger: Any, stage: str, rows: list[dict[str, Any]]) -> None:
     """Log per-epoch rows (`{"epoch": n, metric: value, ...}`) of a stage that did not run (or
     not wholly) in this job: the pretrain curve on a pretrain-cache hit, the epochs finished
-    before a resume, a finished record's curves. Missing values (None) are left out."""
+    before a resume, a finished record's curves. Missing values (None) are left out, and so are
+    epochs the W&B run already holds from an earlier attempt (`logged_epochs`)."""
     if logger is None:
         return
+    held = logged_epochs(logger, stage)
     for row in rows:
         row = {f"{stage}/{k}": v for k, v in row.items() if v is not None}
-        if set(row) - {f"{stage}/epoch"}:
+        if set(row) - {f"{stage}/epoch"} and row.get(f"{stage}/epoch") not in held:
             logger.log_metrics(row)
+
+
+def logged_epochs(logger: Any, stage: str) -> set[float]:
+    """The epochs of `stage` whose rows earlier attempts of this W&B run wrote: read from their
+    local run files (`wandb/offline-run-*-<id>` or `run-*-<id>` beside this attempt's; W&B
+    writes every row there before it uploads it, so online runs are covered too). A run killed
+    with SIGKILL leaves little more than the file's header; one stopped by Ctrl-C or an error
+    leaves its rows, which a resumed attempt must not log a second time. Empty for loggers
+    other than W&B's and for a first attempt; a file that cannot be read counts as empty."""
+    cache = getattr(logger, "_tnbench_logged", None)
+    if cache is None:
+        cache = {}
+        run = getattr(logger, "experiment", None) if isinstance(logger, WandbLogger) else None
+        folder = getattr(run, "dir", None)  # the attempt's `files` folder (not on DDP's other ranks)
+        here = Path(folder).parent if isinstance(folder, str) and isinstance(getattr(run, "id", None), str) else None
+        earlier = [d for d in here.parent.glob(f"*run-*-{run.id}") if d != here] if here is not None else []
+        from tnbench.reporting.wandb_offline import read_run
+
+        for folder in earlier:
+            try:
+                history = read_run(folder)["history"]
+            except Exception:  # noqa: BLE001 - a file cut short by a kill: nothing known from it
+                continue
+            for row in history:
+                for key, value in row.items():
+                    name, _, axis = key.rpartition("/")
+                    if axis == "epoch" and f"{name}/step" not in row:
+                        cache.setdefault(name, set()).add(float(value))
+        logger._tnbench_logged = cache
+    return cache.get(stage, set())
 
 
 def log_finished_record(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
