@@ -170,6 +170,8 @@ def logged_epochs(logger: Any, stage: str) -> set[float]:
     with SIGKILL leaves little more than the file's header; one stopped by Ctrl-C or an error
     leaves its rows, which a resumed attempt must not log a second time. Empty for loggers
     other than W&B's and for a first attempt; a file that cannot be read counts as empty."""
+    if logger is None:
+        return set()
     cache = getattr(logger, "_tnbench_logged", None)
     if cache is None:
         cache = {}
