@@ -14,6 +14,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from tnbench.errors import Diverged
+from tnbench.pipeline.trainer import logged_epochs
 
 
 def build_optimizer(params: Any, cfg: Any) -> torch.optim.Optimizer:
@@ -120,7 +121,6 @@ class Classifier(L.LightningModule):
         # checkpoints keep them, to log the curve again on a cache hit or after a resume)
         self.curve: list[dict[str, float]] = []
         self.epochs_done: dict[str, int] = {}  # per stage: where a test pass alone is plotted
-        self.logged_before: set[float] = set()  # epochs of this stage an earlier attempt logged
         self._sums = torch.zeros(3)
         self._val_sums = torch.zeros(2)  # test loss * n, n
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -243,7 +243,7 @@ class Classifier(L.LightningModule):
         # A test pass alone after the stage's epochs (the pretrained model's accuracy, after a fit
         # or a cache hit) tests what its last epoch tested: W&B got that row with the curve.
         # ... and one an interrupted attempt of this run already logged (a resume) is not logged again
-        repeat = not fitting and (epoch > 0 or float(epoch) in self.logged_before)
+        repeat = not fitting and (epoch > 0 or float(epoch) in logged_epochs(self.logger, self.stage_name))
         self.log_dict({f"{self.stage_name}/val_acc": acc, f"{self.stage_name}/val_loss": val_loss,
                        f"{self.stage_name}/epoch": float(epoch)},
                       logger=False if repeat else None)  # None, not True: Lightning warns on True without a logger

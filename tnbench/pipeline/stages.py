@@ -35,7 +35,7 @@ from tnbench.pipeline.progress import compress_progress
 from tnbench.pipeline.resume import EpochCheckpoint, checkpoint_path, load_state, save_state
 from tnbench.pipeline.selection import ModelSelection
 from tnbench.pipeline.speed import measure_cost, speed_record
-from tnbench.pipeline.trainer import finish_logger, log_curve, logged_epochs, make_logger, make_trainer
+from tnbench.pipeline.trainer import finish_logger, history_rows, log_curve, make_logger, make_trainer
 from tnbench.pipeline.twin import find_or_train, needs_twin, record_recovery
 from tnbench.reporting.console import console, print_summary, stage_banner
 from tnbench.reporting.records import write_record
@@ -95,7 +95,6 @@ def base_record(cfg: DictConfig) -> dict[str, Any]:
 def evaluate(run: Run, module: Classifier, dm: InMemoryDataModule, stage: str) -> float:
     trainer = make_trainer(run.cfg, epochs=1, logger=run.logger, run_dir=run.run_dir)
     module.for_stage(stage)
-    module.logged_before = logged_epochs(run.logger, stage)  # a resumed run's W&B rows of this test
     trainer.validate(module, datamodule=dm, verbose=False)
     return float(trainer.callback_metrics[f"{stage}/val_acc"])  # also when not logged (Classifier)
 
@@ -202,8 +201,7 @@ def pretrain(run: Run, module: Classifier, dm: InMemoryDataModule) -> None:
                     rec["pretrain_history"] = meta["history"]
                     module.epochs_done["pretrain"] = len(meta["history"])
                 # an entry from before the curve was kept has the test accuracies alone
-                log_curve(run.logger, "pretrain", meta.get("curve") or
-                          [{"epoch": i + 1, "val_acc": acc} for i, acc in enumerate(meta.get("history") or [])])
+                log_curve(run.logger, "pretrain", meta.get("curve") or history_rows(meta.get("history")))
             else:
                 rec["pretrain_history"] = fit(run, module, dm, "pretrain", cfg.pipeline.pretrain_epochs,
                                               cfg.pipeline.pretrain_optimizer)

@@ -11,6 +11,7 @@ import os
 import re
 import time
 import warnings
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,48 @@ class StageWandbLogger(WandbLogger):
         if row:
             self.experiment.log(row)
 
+    @cached_property
+    def earlier_epochs(self) -> dict[str, set[float]]:
+        """Per stage, the epochs whose rows earlier attempts of this W&B run wrote: read from
+        their local run files (`wandb/offline-run-*-<id>` or `run-*-<id>` beside this attempt's;
+        W&B writes every row there before it uploads it, so online runs are covered too). A run
+        killed with SIGKILL leaves little more than the file's header; one stopped by Ctrl-C or
+        an error leaves its rows, which a resumed attempt must not log a second time. Empty for a
+        first attempt and on DDP's other ranks; a file that cannot be read counts as empty."""
+        from tnbench.reporting.wandb_offline import read_run
+
+        run = self.experiment
+        folder = getattr(run, "dir", None)  # the attempt's `files` folder (not on DDP's other ranks)
+        if not isinstance(folder, str) or not isinstance(getattr(run, "id", None), str):
+            return {}
+        here = Path(folder).parent
+        held: dict[str, set[float]] = {}
+        for earlier in here.parent.glob(f"*run-*-{run.id}"):
+            if earlier == here:
+                continue
+            try:
+                history = read_run(earlier)["history"]
+            except Exception:  # noqa: BLE001 - a file cut short by a kill: nothing known from it
+                continue
+            for row in history:
+                for key, value in row.items():
+                    name, _, axis = key.rpartition("/")
+                    if axis == "epoch" and f"{name}/step" not in row:
+                        held.setdefault(name, set()).add(float(value))
+        return held
+
+
+def logged_epochs(logger: Any, stage: str) -> set[float]:
+    """The epochs of `stage` an earlier attempt of this W&B run logged (`earlier_epochs`); empty
+    without a W&B logger."""
+    return logger.earlier_epochs.get(stage, set()) if isinstance(logger, StageWandbLogger) else set()
+
+
+def history_rows(accuracies: list[float] | None) -> list[dict[str, Any]]:
+    """Per-epoch rows (`log_curve`) from a stage's test accuracies alone: a record's history, or
+    a cache entry written before the whole curve was kept."""
+    return [{"epoch": i + 1, "val_acc": acc} for i, acc in enumerate(accuracies or [])]
+
 
 def log_curve(logger: Any, stage: str, rows: list[dict[str, Any]]) -> None:
     """Log per-epoch rows (`{"epoch": n, metric: value, ...}`) of a stage that did not run (or
@@ -163,38 +206,6 @@ def log_curve(logger: Any, stage: str, rows: list[dict[str, Any]]) -> None:
             logger.log_metrics(row)
 
 
-def logged_epochs(logger: Any, stage: str) -> set[float]:
-    """The epochs of `stage` whose rows earlier attempts of this W&B run wrote: read from their
-    local run files (`wandb/offline-run-*-<id>` or `run-*-<id>` beside this attempt's; W&B
-    writes every row there before it uploads it, so online runs are covered too). A run killed
-    with SIGKILL leaves little more than the file's header; one stopped by Ctrl-C or an error
-    leaves its rows, which a resumed attempt must not log a second time. Empty for loggers
-    other than W&B's and for a first attempt; a file that cannot be read counts as empty."""
-    if logger is None:
-        return set()
-    cache = getattr(logger, "_tnbench_logged", None)
-    if cache is None:
-        cache = {}
-        run = getattr(logger, "experiment", None) if isinstance(logger, WandbLogger) else None
-        folder = getattr(run, "dir", None)  # the attempt's `files` folder (not on DDP's other ranks)
-        here = Path(folder).parent if isinstance(folder, str) and isinstance(getattr(run, "id", None), str) else None
-        earlier = [d for d in here.parent.glob(f"*run-*-{run.id}") if d != here] if here is not None else []
-        from tnbench.reporting.wandb_offline import read_run
-
-        for folder in earlier:
-            try:
-                history = read_run(folder)["history"]
-            except Exception:  # noqa: BLE001 - a file cut short by a kill: nothing known from it
-                continue
-            for row in history:
-                for key, value in row.items():
-                    name, _, axis = key.rpartition("/")
-                    if axis == "epoch" and f"{name}/step" not in row:
-                        cache.setdefault(name, set()).add(float(value))
-        logger._tnbench_logged = cache
-    return cache.get(stage, set())
-
-
 def log_finished_record(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
     """A W&B run for a job whose record says it is done: a W&B sweep agent starts a run for every
     job and shows one that ends without it as crashed. The run gets the record's test-accuracy
@@ -207,11 +218,10 @@ def log_finished_record(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) 
     except Exception as e:  # the job is done all the same
         log.warning("could not start a W&B run for the finished record: %s", e)
         return
-    curve = lambda accs: [{"epoch": i + 1, "val_acc": a} for i, a in enumerate(accs or [])]
-    log_curve(logger, "pretrain", curve(record.get("pretrain_history")))
+    log_curve(logger, "pretrain", history_rows(record.get("pretrain_history")))
     if record.get("acc_compressed") is not None:
         log_curve(logger, "compress", [{"epoch": 0, "val_acc": record["acc_compressed"]}])
-    log_curve(logger, "retrain", curve(record.get("retrain_history")))
+    log_curve(logger, "retrain", history_rows(record.get("retrain_history")))
     finish_logger(logger, {**record, "status": record.get("status", "ok")})
 
 
