@@ -244,6 +244,13 @@ def weight_pairs(layer: nn.Module, shape: tuple[int, ...], axis: int,
                                                      rows if full else min(rows, cols)))
 
 
+def weight_pairs_at(layer: nn.Module, shape: tuple[int, ...], ranks: dict[int, int]
+                    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Per axis in `ranks`, the `weight_pairs` a factorization at that rank starts from (hosvd's
+    `pairs`): those a budget's search read, not computed again."""
+    return {a: weight_pairs(layer, shape, a, min(r, shape[a])) for a, r in ranks.items()}
+
+
 @dataclass(frozen=True)
 class Knob:
     """The option that sets a method's size, for `budget.*` (tnbench.pipeline.budget): the search

@@ -32,7 +32,7 @@ from tnbench.methods.base import (
     left_dense,
     replace_module,
     ungrouped_layers,
-    weight_pairs,
+    weight_pairs_at,
 )
 
 
@@ -127,8 +127,7 @@ class TuckerFactorization(Method):
                                           list(ranks.values())))
                 continue
             # the modes' singular pairs once, also where a FLOP budget compresses copies at many ranks
-            axes = {names.index(m): r for m, r in ranks.items()}
-            pairs = {a: weight_pairs(layer, tuple(w.shape), a, min(r, w.shape[a])) for a, r in axes.items()}
+            pairs = weight_pairs_at(layer, tuple(w.shape), {names.index(m): r for m, r in ranks.items()})
             forget_weight_memo(layer)
             cls = TuckerConv2d if kind == "conv" else TuckerLinear
             new, _ = cls.from_dense(layer, ranks, tuple(ranks), pairs)

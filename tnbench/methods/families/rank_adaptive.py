@@ -51,6 +51,7 @@ from tnbench.methods.base import (
     replace_module,
     ungrouped_layers,
     weight_pairs,
+    weight_pairs_at,
 )
 from tnbench.methods.families.integrator import RankAdaptiveIntegrator
 
@@ -200,10 +201,9 @@ class RankAdaptiveMethod(Method):
         raise NotImplementedError
 
     def decompositions(self, layer: nn.Module, ranks: dict[int, int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """Per factored axis, the singular pairs a factorization at `ranks` starts from
-        (`weight_pairs`: those a budget's search read the spectra of, not computed again)."""
-        shape, _ = self.layout(layer)
-        return {a: weight_pairs(layer, shape, a, min(r, shape[a])) for a, r in ranks.items()}
+        """Per factored axis, the singular pairs a factorization at `ranks` starts from, of the
+        weight as the integrator holds it (`weight_pairs_at`)."""
+        return weight_pairs_at(layer, self.layout(layer)[0], ranks)
 
     def compress(self, model: nn.Module) -> list[LayerReport]:
         reports: list[LayerReport] = []
